@@ -1,0 +1,67 @@
+"""Train and evaluate several GTMs on one task at the same budget; write the comparison.
+
+Writes ``<out>/<model>/`` (checkpoint, log, pictures, results.json) for every model, then
+``<out>/summary.json`` (model -> recall_kl, prerecall_kl, elbo, iwae, iwae_k, steps, seconds,
+parameters), ``<out>/summary.md`` and ``<out>/kl_per_step.png``.
+
+The issue's perfect-recall experiment (the README quotes its numbers)::
+
+    python examples/compare_models.py perfect-recall --models vrnn introspective \\
+        --steps 3000 --out results/perfect_recall --data-dir ../shared/data
+
+Re-running continues each model from its checkpoint (``--steps`` is the total).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from pgtm.inference.experiment import run_experiment, write_summary
+from pgtm.inference.train import TrainConfig
+from pgtm.models import MEMORIES
+from pgtm.tasks import make_task
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task")
+    parser.add_argument("--models", nargs="+", default=["vrnn", "introspective"],
+                        choices=sorted(MEMORIES))
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--eval-sequences", type=int, default=128)
+    parser.add_argument("--iwae-particles", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("-l", "--prerecall-length", type=int, default=None)
+    parser.add_argument("-k", "--recall-length", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = make_task(args.task, data_dir=args.data_dir, prerecall_length=args.prerecall_length,
+                     recall_length=args.recall_length)
+    summaries = {}
+    for memory in args.models:
+        config = TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            eval_every=args.eval_every, checkpoint_every=args.eval_every, log_every=50,
+            seed=args.seed, device=args.device, out_dir=f"{args.out}/{memory}",
+        )
+        summaries[memory] = run_experiment(
+            memory, task, config, eval_sequences=args.eval_sequences,
+            iwae_particles=args.iwae_particles,
+        )
+        print(memory, {k: summaries[memory][k] for k in ("recall_kl", "prerecall_kl", "iwae")})
+    write_summary(summaries, args.out, task.name)
+    print(open(f"{args.out}/summary.md").read())
+
+
+if __name__ == "__main__":
+    main()

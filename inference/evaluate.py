@@ -1,0 +1,556 @@
+"""Evaluation of sequence models: ELBO / IWAE bounds, per-step KL and NLL, PSIS diagnostics.
+
+Everything here is generic over any Pyro model/guide pair that follows ``docs/CONVENTIONS.md``:
+
+- ``model(x, c=None, mask=None)`` / ``guide(x, c=None, mask=None)``;
+- plates ``"sequences"`` (dim -2) and ``"time"`` (dim -1), so a vectorised particle plate is put
+  at dim -3 (``max_plate_nesting == 3`` as far as this module is concerned);
+- latent sites ``z_{t}`` with batch shape ``[*particles, B, 1]``;
+- the observation site ``"x"`` with batch shape ``[*particles, B, T]``;
+- ``pyro.factor`` sites whose names start with ``penalty`` are regularisers: they are reported
+  separately and are *excluded* from the bounds;
+- masking is done by the model/guide themselves (``poutine.mask``), so the log probabilities
+  returned by ``trace.compute_log_prob()`` are already masked.
+
+Main entry points:
+
+- :func:`log_weights` — one vectorised importance-sampling pass with ``K`` particles, returning
+  per-particle, per-sequence, per-step log densities (:class:`LogWeights`).
+- :func:`evaluate` — chunked evaluation with many particles (e.g. ``K = 1000``), combined with
+  ``logsumexp``: per-sequence ELBO and IWAE, per-step KL and NLL, recall / pre-recall summaries,
+  penalties, and the PSIS Pareto :math:`\\hat k` diagnostic of the importance weights.
+- :func:`pareto_khat` — Pareto :math:`\\hat k` via ArviZ (``arviz.psislw``).
+- :func:`save_json` — atomic JSON writer for the results.
+- :func:`time_index` — the time index of a site name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import Tensor
+
+__all__ = [
+    "LogWeights",
+    "PARTICLE_DIM",
+    "KHAT_GOOD",
+    "KHAT_OK",
+    "time_index",
+    "log_weights",
+    "evaluate",
+    "pareto_khat",
+    "khat_reading",
+    "save_json",
+]
+
+#: Dimension of the vectorised particle plate (the model uses dims -2 and -1).
+PARTICLE_DIM = -3
+#: PSIS reading thresholds: ``k < KHAT_GOOD`` good, ``KHAT_GOOD <= k <= KHAT_OK`` ok, else
+#: unreliable (Vehtari et al., 2024).
+KHAT_GOOD = 0.5
+KHAT_OK = 0.7
+
+_OBS_SITE = "x"
+_PENALTY_PREFIX = "penalty"
+_TIME_INDEX_RE = re.compile(r"_(\d+)$")
+
+
+class LogWeights(NamedTuple):
+    """Per-particle log densities of one vectorised importance-sampling pass.
+
+    All tensors are float, on the device of the model's outputs; ``K`` particles, ``B``
+    sequences, ``T`` steps. Masked steps are zero (the model/guide mask them).
+
+    :ivar log_w: ``[K, B]`` log importance weight of each particle and sequence,
+        ``sum_t (log_p_x + log_p_z - log_q_z) + log_extra``; penalties excluded.
+    :ivar log_p_x: ``[K, B, T]`` observation log-likelihood ``log p(x_t | ...)`` per step.
+    :ivar log_p_z: ``[K, B, T]`` model (prior) log density of the latents of step ``t``
+        (all latent sites whose name ends in ``_t``).
+    :ivar log_q_z: ``[K, B, T]`` guide log density of the latents of step ``t``.
+    :ivar penalty: ``[K, B]`` sum of the ``penalty*`` factor sites (as added to the model's log
+        joint, i.e. usually ``<= 0``); *not* part of ``log_w``.
+    :ivar log_extra: ``[K, B]`` log p - log q of sites without a time index (latents without a
+        ``_t`` suffix, observed sites other than ``"x"``); zero for models following the
+        conventions exactly. Part of ``log_w``.
+    """
+
+    log_w: Tensor
+    log_p_x: Tensor
+    log_p_z: Tensor
+    log_q_z: Tensor
+    penalty: Tensor
+    log_extra: Tensor
+
+
+def time_index(site_name: str) -> int | None:
+    """Time index of a site: the (non-negative) integer after the last ``_`` of its name.
+
+    :param site_name: e.g. ``"z_12"``.
+    :returns: e.g. ``12``; ``None`` when the name has no ``_<digits>`` suffix (``"x"``,
+        ``"z_a"``, ``"z_"``).
+    """
+    match = _TIME_INDEX_RE.search(site_name)
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _check_inputs(
+    x: Tensor, c: Tensor | None, mask: Tensor | None, recall: Tensor | None = None
+) -> tuple[int, int]:
+    """Validate the batch tensors; return ``(B, T)``."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"x must be a torch.Tensor of shape [B, T, *frame_shape], got {type(x)}")
+    if x.dim() < 2:
+        raise ValueError(
+            f"x must have shape [B, T, *frame_shape] (at least 2 dims), got {tuple(x.shape)}"
+        )
+    B, T = int(x.shape[0]), int(x.shape[1])
+    if B < 1 or T < 1:
+        raise ValueError(f"x must have B >= 1 sequences and T >= 1 steps, got {tuple(x.shape)}")
+    if c is not None:
+        if not isinstance(c, Tensor) or c.dim() < 2 or tuple(c.shape[:2]) != (B, T):
+            shape = tuple(c.shape) if isinstance(c, Tensor) else type(c)
+            raise ValueError(f"c must have shape [B, T, ...] = [{B}, {T}, ...], got {shape}")
+    for name, m in (("mask", mask), ("recall", recall)):
+        if m is None:
+            continue
+        if not isinstance(m, Tensor) or tuple(m.shape) != (B, T):
+            shape = tuple(m.shape) if isinstance(m, Tensor) else type(m)
+            raise ValueError(
+                f"{name} must be a bool tensor of shape [B, T] = [{B}, {T}], got {shape}"
+            )
+        if m.dtype != torch.bool:
+            raise ValueError(f"{name} must have dtype torch.bool, got {m.dtype}")
+    return B, T
+
+
+# --------------------------------------------------------------------------------------------
+# one vectorised pass
+# --------------------------------------------------------------------------------------------
+
+
+def _vectorise(fn: Callable, num_particles: int) -> Callable:
+    def wrapped(*args, **kwargs):
+        with pyro.plate("particles", num_particles, dim=PARTICLE_DIM):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def _as_k_b_t(log_prob: Tensor, K: int, B: int, name: str) -> Tensor:
+    """Bring a site's log prob (batch shape broadcastable to ``[K, B, T']``) to ``[K, B, T']``.
+
+    A site without a sequence dimension (size 1 while ``B > 1``) is shared by the whole batch;
+    its value is spread evenly over the sequences (divided by ``B``) so that sums over the
+    batch are unchanged.
+    """
+    lp = log_prob
+    if lp.dim() > 3:
+        raise ValueError(
+            f"site {name!r} has log_prob shape {tuple(lp.shape)}: more than 3 batch dims "
+            "(particles, sequences, time); the conventions allow max_plate_nesting=2"
+        )
+    while lp.dim() < 3:
+        lp = lp.unsqueeze(0)
+    if lp.shape[0] not in (1, K) or lp.shape[1] not in (1, B):
+        raise ValueError(
+            f"site {name!r} has log_prob shape {tuple(log_prob.shape)}, not broadcastable to "
+            f"[K, B, *] = [{K}, {B}, *]"
+        )
+    if lp.shape[1] == 1 and B > 1:
+        lp = lp / B
+    return lp.expand(K, B, lp.shape[2])
+
+
+def log_weights(
+    model: Callable,
+    guide: Callable,
+    x: Tensor,
+    c: Tensor | None = None,
+    mask: Tensor | None = None,
+    num_particles: int = 1,
+) -> LogWeights:
+    """One vectorised importance-sampling pass with ``K = num_particles`` particles.
+
+    The guide is run under ``pyro.plate("particles", K, dim=-3)``, the model is replayed on the
+    guide trace under the same plate, and the log densities of all sites are split by kind:
+    observation ``"x"`` (per step), latents ``z_t`` (by their time index, see
+    :func:`time_index`), ``penalty*`` factors (reported, not in the bound), and anything else
+    (``log_extra``, in the bound).
+
+    Model latent sites that the guide does not sample are drawn from the model's prior; their
+    proposal equals their prior so they cancel in the importance weight and are left out.
+
+    :param model: Pyro model ``model(x, c=None, mask=None)``.
+    :param guide: Pyro guide with the same signature.
+    :param x: frames ``[B, T, *frame_shape]``.
+    :param c: optional context ``[B, T, A]``.
+    :param mask: optional bool ``[B, T]``, True where the step exists.
+    :param num_particles: ``K >= 1``.
+    :returns: :class:`LogWeights` (``log_w [K, B]``, ``log_p_x/log_p_z/log_q_z [K, B, T]``,
+        ``penalty [K, B]``, ``log_extra [K, B]``).
+    :raises ValueError: on ``num_particles < 1``, a badly shaped ``x``/``c``/``mask``, or a model
+        without an ``"x"`` site or with sites whose shapes break the conventions.
+    """
+    K = _check_positive_int(num_particles, "num_particles")
+    B, T = _check_inputs(x, c, mask)
+
+    guide_trace = poutine.trace(_vectorise(guide, K)).get_trace(x, c=c, mask=mask)
+    model_trace = poutine.trace(
+        poutine.replay(_vectorise(model, K), trace=guide_trace)
+    ).get_trace(x, c=c, mask=mask)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+
+    zeros_kbt = x.new_zeros((K, B, T), dtype=torch.get_default_dtype())
+    log_p_x = None
+    log_p_z = zeros_kbt.clone()
+    log_q_z = zeros_kbt.clone()
+    penalty = zeros_kbt.new_zeros((K, B))
+    log_extra = zeros_kbt.new_zeros((K, B))
+
+    def add_timed(target: Tensor, name: str, lp: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Add ``lp [K, B, T']`` to column ``t`` of ``target``; no time index: return it summed."""
+        t = time_index(name)
+        if t is None:
+            return target, lp.sum(-1)
+        if t >= T:
+            raise ValueError(f"site {name!r} has time index {t} but x has only T={T} steps")
+        target = target.to(torch.promote_types(target.dtype, lp.dtype)).clone()
+        target[:, :, t] += lp.sum(-1)
+        return target, None
+
+    guide_latents = set()
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        if type(site["fn"]).__name__ == "_Subsample":
+            continue
+        guide_latents.add(name)
+        lp = _as_k_b_t(site["log_prob"], K, B, name)
+        log_q_z, extra = add_timed(log_q_z, name, lp)
+        if extra is not None:
+            log_extra = log_extra - extra
+
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+            continue
+        lp = _as_k_b_t(site["log_prob"], K, B, name)
+        if name.startswith(_PENALTY_PREFIX):
+            penalty = penalty + lp.sum(-1)
+        elif name == _OBS_SITE:
+            raw = site["log_prob"]
+            if raw.dim() < 2 or raw.shape[-2] != B or raw.shape[-1] not in (1, T) or (
+                raw.shape[-1] == 1 and T != 1
+            ):
+                raise ValueError(
+                    f"observation site 'x' must have batch shape [K, B, T] = [{K}, {B}, {T}], "
+                    f"got log_prob shape {tuple(raw.shape)}"
+                )
+            log_p_x = lp.expand(K, B, T)
+        elif site["is_observed"]:
+            log_extra = log_extra + lp.sum(-1)
+        elif name in guide_latents:
+            log_p_z, extra = add_timed(log_p_z, name, lp)
+            if extra is not None:
+                log_extra = log_extra + extra
+        # else: a model latent the guide does not sample: proposal == prior, cancels.
+
+    if log_p_x is None:
+        raise ValueError(f"model has no observation site {_OBS_SITE!r} (see CONVENTIONS.md)")
+
+    log_w = (log_p_x + log_p_z - log_q_z).sum(-1) + log_extra
+    return LogWeights(
+        log_w=log_w,
+        log_p_x=log_p_x,
+        log_p_z=log_p_z,
+        log_q_z=log_q_z,
+        penalty=penalty,
+        log_extra=log_extra,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# PSIS
+# --------------------------------------------------------------------------------------------
+
+
+def pareto_khat(log_weights: Tensor) -> Tensor:
+    """PSIS Pareto shape estimate :math:`\\hat k` of importance weights (ArviZ ``psislw``).
+
+    ``arviz.psislw`` treats the *last* axis of a numpy array as the sample axis, so the
+    ``[K, B]`` input is transposed to ``[B, K]`` before the call (``reff = 1``: independent
+    draws). Computed in float64 on the CPU.
+
+    :param log_weights: ``[K, B]`` (K particles per sequence) or ``[K]`` (one set of weights).
+    :returns: ``[B]`` (or a 0-d tensor for a ``[K]`` input), float64 on the input's device.
+        ``nan`` when ``K < 2``; ``-inf`` for exactly uniform weights (no tail: importance
+        sampling is exact); ``inf`` when ArviZ finds too few tail draws to fit (``K <= 24``).
+    :raises ValueError: if ``log_weights`` is not 1-d or 2-d.
+    """
+    if not isinstance(log_weights, Tensor) or log_weights.dim() not in (1, 2):
+        shape = tuple(log_weights.shape) if isinstance(log_weights, Tensor) else type(log_weights)
+        raise ValueError(f"log_weights must be a tensor of shape [K, B] or [K], got {shape}")
+    squeeze = log_weights.dim() == 1
+    lw = log_weights.detach().to("cpu", torch.float64)
+    if squeeze:
+        lw = lw.unsqueeze(-1)
+    K, B = lw.shape
+    if K < 2:
+        out = torch.full((B,), float("nan"), dtype=torch.float64)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ArviZ's import-time FutureWarning, numeric noise
+            import arviz as az
+
+            _, k = az.psislw(lw.T.numpy().copy(), reff=1.0)
+        out = torch.as_tensor(np.asarray(k, dtype=np.float64)).reshape(B).clone()
+        # exactly uniform weights have no tail; ArviZ reports inf, but IS is exact there
+        constant = (lw.max(0).values == lw.min(0).values) & torch.isfinite(lw).all(0)
+        out[constant] = float("-inf")
+    out = out.to(log_weights.device)
+    return out[0] if squeeze else out
+
+
+def khat_reading(khat: Tensor) -> dict[str, float]:
+    """Fractions of sequences in the usual PSIS bands.
+
+    :param khat: ``[B]`` Pareto shape estimates (``nan`` entries are ignored, ``inf`` counts as
+        unreliable).
+    :returns: ``{"good": frac(k < 0.5), "ok": frac(0.5 <= k <= 0.7),
+        "unreliable": frac(k > 0.7)}``; all ``nan`` if no estimate is available.
+    """
+    k = khat.detach().to("cpu", torch.float64).reshape(-1)
+    k = k[~torch.isnan(k)]
+    n = k.numel()
+    if n == 0:
+        return {"good": float("nan"), "ok": float("nan"), "unreliable": float("nan")}
+    return {
+        "good": float((k < KHAT_GOOD).sum()) / n,
+        "ok": float(((k >= KHAT_GOOD) & (k <= KHAT_OK)).sum()) / n,
+        "unreliable": float((k > KHAT_OK).sum()) / n,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# chunked evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _masked_mean(total: Tensor, weight: Tensor) -> float:
+    """``total.sum() / weight.sum()`` as a float (``nan`` when nothing is selected)."""
+    denom = float(weight.sum())
+    return float(total.sum()) / denom if denom > 0 else float("nan")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().cpu().tolist() if value.dim() > 0 else float(value)
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    return value
+
+
+@torch.no_grad()
+def evaluate(
+    model: Callable,
+    guide: Callable,
+    x: Tensor,
+    c: Tensor | None = None,
+    mask: Tensor | None = None,
+    recall: Tensor | None = None,
+    num_particles: int = 1000,
+    chunk_size: int = 100,
+    keep_tensors: bool = False,
+) -> dict[str, Any]:
+    """Bounds and diagnostics of a model/guide pair on one batch, with many particles.
+
+    The ``K = num_particles`` particles are drawn in chunks of at most ``chunk_size`` (one
+    vectorised :func:`log_weights` pass each), so large ``K`` fits in memory; chunk results are
+    accumulated in float64 and combined with ``logsumexp``. Runs under ``torch.no_grad()``.
+    Seed Pyro (``pyro.set_rng_seed``) beforehand for reproducible numbers.
+
+    With ``log_w [K, B]`` from :func:`log_weights` and ``m = mask [B, T]`` (all True if ``None``),
+    the returned dict has
+
+    - ``elbo [B]``: ``mean_k log_w`` (per sequence);
+    - ``iwae [B]``: ``logsumexp_k log_w - log K``;
+    - ``elbo_sum``, ``iwae_sum``, ``elbo_mean``, ``iwae_mean``: sums / means over the batch;
+    - ``kl [T]``: ``sum_{k,b} m[b,t] (log_q_z - log_p_z)[k,b,t] / (K sum_b m[b,t])``,
+      ``nan`` where no sequence has step ``t``; ``nll [T]`` likewise with ``-log_p_x``;
+    - ``kl_seq [B]``, ``nll_seq [B]``: per-sequence totals over steps (mean over particles);
+    - ``kl_mean``, ``nll_mean``: mean per-step value over all valid ``(b, t)``;
+    - ``recall_kl``, ``prerecall_kl``, ``recall_nll``, ``prerecall_nll``: mean per-step value over
+      the valid steps with ``recall`` True / False (``None`` if ``recall`` is ``None``, ``nan``
+      if no such step);
+    - ``penalty``: mean over particles and sequences of the summed ``penalty*`` factors (not part
+      of any bound); ``penalty_seq [B]``;
+    - ``khat [B]``: PSIS Pareto shape of each sequence's ``K`` importance weights (ArviZ),
+      ``khat_max`` (over non-nan entries), ``khat_mean`` (over finite entries) and ``khat_reading``:
+      fractions of sequences with ``k < 0.5`` (``good``), ``0.5 <= k <= 0.7`` (``ok``) and
+      ``k > 0.7`` (``unreliable``);
+    - ``num_particles``, ``chunk_size``, ``num_sequences``, ``num_steps``.
+
+    :param model: Pyro model ``model(x, c=None, mask=None)``.
+    :param guide: Pyro guide with the same signature.
+    :param x: frames ``[B, T, *frame_shape]``.
+    :param c: optional context ``[B, T, A]``.
+    :param mask: optional bool ``[B, T]``, True where the step exists.
+    :param recall: optional bool ``[B, T]``, True on recall-phase steps.
+    :param num_particles: ``K >= 1``.
+    :param chunk_size: ``C >= 1`` particles per vectorised pass.
+    :param keep_tensors: if True, array-valued entries are returned as (CPU, float64) tensors and
+        ``log_w [K, B]`` is added; otherwise every value is a plain ``float``/``int``/``list``
+        (JSON-serialisable; ``nan``/``inf`` are written as ``null`` by :func:`save_json`).
+    :returns: dict as above.
+    :raises ValueError: on ``num_particles < 1``, ``chunk_size < 1`` or badly shaped inputs.
+    """
+    K = _check_positive_int(num_particles, "num_particles")
+    C = _check_positive_int(chunk_size, "chunk_size")
+    B, T = _check_inputs(x, c, mask, recall)
+
+    f64 = torch.float64
+    valid = mask.to("cpu") if mask is not None else torch.ones(B, T, dtype=torch.bool)
+
+    log_w_chunks = []
+    kl_sum = torch.zeros(B, T, dtype=f64)
+    nll_sum = torch.zeros(B, T, dtype=f64)
+    penalty_sum = torch.zeros(B, dtype=f64)
+    done = 0
+    while done < K:
+        k = min(C, K - done)
+        lw = log_weights(model, guide, x, c=c, mask=mask, num_particles=k)
+        log_w_chunks.append(lw.log_w.detach().to("cpu", f64))
+        kl_sum += (lw.log_q_z - lw.log_p_z).detach().to("cpu", f64).sum(0)
+        nll_sum += (-lw.log_p_x).detach().to("cpu", f64).sum(0)
+        penalty_sum += lw.penalty.detach().to("cpu", f64).sum(0)
+        done += k
+
+    log_w = torch.cat(log_w_chunks, dim=0)  # [K, B]
+    elbo = log_w.mean(0)
+    iwae = torch.logsumexp(log_w, dim=0) - math.log(K)
+
+    w = valid.to(f64)  # [B, T]
+    kl_bt = kl_sum / K * w  # mean over particles, [B, T]
+    nll_bt = nll_sum / K * w
+    n_t = w.sum(0)
+    safe = torch.where(n_t > 0, n_t, torch.ones_like(n_t))
+    nan = torch.tensor(float("nan"), dtype=f64)
+    kl_t = torch.where(n_t > 0, kl_bt.sum(0) / safe, nan)
+    nll_t = torch.where(n_t > 0, nll_bt.sum(0) / safe, nan)
+
+    results: dict[str, Any] = {
+        "num_particles": K,
+        "chunk_size": C,
+        "num_sequences": B,
+        "num_steps": T,
+        "elbo": elbo,
+        "iwae": iwae,
+        "elbo_sum": float(elbo.sum()),
+        "iwae_sum": float(iwae.sum()),
+        "elbo_mean": float(elbo.mean()),
+        "iwae_mean": float(iwae.mean()),
+        "kl": kl_t,
+        "nll": nll_t,
+        "kl_seq": kl_bt.sum(1),
+        "nll_seq": nll_bt.sum(1),
+        "kl_mean": _masked_mean(kl_bt, w),
+        "nll_mean": _masked_mean(nll_bt, w),
+    }
+    if recall is not None:
+        rec = recall.to("cpu").to(f64) * w
+        pre = (~recall.to("cpu")).to(f64) * w
+        results.update(
+            recall_kl=_masked_mean(kl_bt * rec, rec),
+            prerecall_kl=_masked_mean(kl_bt * pre, pre),
+            recall_nll=_masked_mean(nll_bt * rec, rec),
+            prerecall_nll=_masked_mean(nll_bt * pre, pre),
+        )
+    else:
+        results.update(recall_kl=None, prerecall_kl=None, recall_nll=None, prerecall_nll=None)
+
+    penalty_seq = penalty_sum / K
+    results["penalty"] = float(penalty_seq.mean())
+    results["penalty_seq"] = penalty_seq
+
+    khat = pareto_khat(log_w)
+    known, finite = khat[~torch.isnan(khat)], khat[torch.isfinite(khat)]
+    results["khat"] = khat
+    results["khat_max"] = float(known.max()) if known.numel() else float("nan")
+    results["khat_mean"] = float(finite.mean()) if finite.numel() else float("nan")
+    results["khat_reading"] = khat_reading(khat)
+
+    if keep_tensors:
+        results["log_w"] = log_w
+        return results
+    return {k: _to_plain(v) for k, v in results.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+
+
+def _json_ready(value: Any) -> Any:
+    """Recursively convert tensors/arrays to lists and non-finite floats to ``None``."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().tolist()
+    elif isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def save_json(results: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write ``results`` as strict JSON, atomically (temporary file + ``os.replace``).
+
+    Tensors / numpy arrays become lists; ``nan`` and ``inf`` become ``null``. Parent
+    directories are created.
+
+    :param results: e.g. the dict returned by :func:`evaluate`.
+    :param path: destination file.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    payload = json.dumps(_json_ready(results), indent=2, sort_keys=True, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(payload)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

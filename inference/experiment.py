@@ -1,0 +1,216 @@
+"""One experiment = build a GTM for a task, train it, evaluate it, draw it.
+
+Used by ``pgtm train`` and by ``examples/compare_models.py``; everything it writes lands in one
+folder: ``checkpoint.pt``, ``log.csv``, ``results.json`` and the pictures ``samples.png``,
+``kl_per_step.png`` and (for models with a memory) ``read_weights.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+from pgtm.inference.evaluate import evaluate, save_json
+from pgtm.inference.train import TrainConfig, train
+from pgtm.models import build_gtm, count_parameters
+from pgtm.plotting import plot_read_weights, plot_step_curves, save_sequences
+
+#: the per-model numbers every ``summary.json`` holds
+SUMMARY_KEYS = (
+    "recall_kl", "prerecall_kl", "elbo", "iwae", "iwae_k", "steps", "seconds", "parameters",
+)
+
+
+def default_likelihood(task) -> str:
+    """Bernoulli for binarised frames, continuous Bernoulli for grey levels."""
+    return "continuous-bernoulli" if getattr(task, "binarize", "dynamic") == "none" else "bernoulli"
+
+
+def build_for_task(memory: str, task, **options):
+    """A GTM sized for ``task`` (frame shape, length, context) with ``options`` passed on to
+    :func:`~pgtm.models.build_gtm`."""
+    options.setdefault("likelihood", default_likelihood(task))
+    return build_gtm(
+        memory,
+        frame_shape=task.frame_shape,
+        sequence_length=task.length,
+        action_size=task.context_size,
+        **options,
+    )
+
+
+def test_batch(task, num_sequences: int, seed: int = 12345):
+    """A fixed batch of held-out sequences (the same for every model compared)."""
+    return task.sample(num_sequences, "test", torch.Generator().manual_seed(seed))
+
+
+def _to(batch, device):
+    moved = {k: v.to(device) for k, v in batch._asdict().items() if torch.is_tensor(v)}
+    return batch._replace(**moved)
+
+
+def evaluate_gtm(gtm, batch, num_particles: int, chunk_size: int = 50, seed: int = 0) -> dict:
+    """:func:`~pgtm.inference.evaluate.evaluate` on a :class:`~pgtm.tasks.SequenceBatch`."""
+    device = next(gtm.parameters()).device
+    batch = _to(batch, device)
+    was_training = gtm.training
+    gtm.eval()
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        pyro.set_rng_seed(seed)
+        results = evaluate(
+            gtm.model, gtm.guide, batch.x, batch.c, batch.mask, batch.recall,
+            num_particles=num_particles, chunk_size=min(chunk_size, num_particles),
+        )
+    gtm.train(was_training)
+    return results
+
+
+def run_experiment(
+    memory: str,
+    task,
+    config: TrainConfig,
+    *,
+    eval_sequences: int = 64,
+    iwae_particles: int = 100,
+    progress_eval_sequences: int = 32,
+    model_options: dict[str, Any] | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Train ``memory``'s GTM on ``task`` and evaluate it on held-out sequences.
+
+    :param memory: a name in :data:`~pgtm.models.MEMORIES` (or a Memory class).
+    :param config: training configuration; ``config.out_dir`` receives every output.
+    :param eval_sequences: held-out sequences for the final evaluation.
+    :param iwae_particles: :math:`K` of the final importance-weighted bound.
+    :param progress_eval_sequences: held-out sequences for the periodic evaluation (1 particle).
+    :returns: the results dict (also saved as ``results.json``): the keys of
+        :data:`SUMMARY_KEYS`, per-step ``kl``/``nll``, ``khat`` diagnostics and the training curve.
+    """
+    if config.out_dir is None:
+        raise ValueError("config.out_dir must be set: run_experiment writes its results there")
+    out = Path(config.out_dir)
+    pyro.set_rng_seed(config.seed)
+    gtm = build_for_task(memory, task, **(model_options or {}))
+    parameters = count_parameters(gtm)
+    progress_batch = test_batch(task, progress_eval_sequences)
+
+    def periodic_evaluation(module, step):
+        r = evaluate_gtm(module, progress_batch, num_particles=1)
+        return {k: r[k] for k in ("elbo_mean", "recall_kl", "prerecall_kl", "kl_mean")
+                if r.get(k) is not None}
+
+    started = time.perf_counter()
+    result = train(gtm, task, config, evaluate_fn=periodic_evaluation, resume=resume)
+    final_batch = test_batch(task, eval_sequences)
+    r = evaluate_gtm(gtm, final_batch, num_particles=iwae_particles)
+    device = next(gtm.parameters()).device
+    gtm.eval()
+    recall = final_batch.recall[0]
+    write_pictures(gtm, task, final_batch, r, out, device, title=f"{memory} on {task.name}")
+    summary = {
+        "model": memory if isinstance(memory, str) else memory.__name__,
+        "task": task.name,
+        "recall_kl": r["recall_kl"],
+        "prerecall_kl": r["prerecall_kl"],
+        "elbo": r["elbo_mean"],
+        "iwae": r["iwae_mean"],
+        "iwae_k": iwae_particles,
+        "steps": result.step,
+        "seconds": _seconds_trained(out, result.seconds),
+        "wall_seconds_this_call": time.perf_counter() - started,
+        "parameters": parameters,
+        "eval_sequences": eval_sequences,
+        "kl": r["kl"],
+        "nll": r["nll"],
+        "recall_steps": recall.tolist(),
+        "penalty": r["penalty"],
+        "khat_max": r["khat_max"],
+        "khat_mean": r["khat_mean"],
+        "khat_reading": r["khat_reading"],
+        "config": config.to_dict(),
+        "model_options": {k: v for k, v in (model_options or {}).items() if _plain(v)},
+    }
+    save_json(summary, out / "results.json")
+    return summary
+
+
+def _plain(value) -> bool:
+    return isinstance(value, (int, float, str, bool)) or value is None
+
+
+def _seconds_trained(out: Path, fallback: float) -> float:
+    """Cumulative training seconds from the log (so a resumed run reports its whole cost)."""
+    log = out / "log.csv"
+    try:
+        last = log.read_text().strip().splitlines()[-1].split(",")
+        header = log.read_text().splitlines()[0].split(",")
+        return float(last[header.index("seconds")])
+    except (OSError, ValueError, IndexError):
+        return fallback
+
+
+@torch.no_grad()
+def write_pictures(gtm, task, batch, results, out: Path, device, title: str, num_rows: int = 4):
+    """``samples.png`` (data; observe the pre-recall frames then generate; free samples),
+    ``kl_per_step.png`` and ``read_weights.png`` (posterior path of the first sequence)."""
+    out = Path(out)
+    x = batch.x[:num_rows].to(device)
+    c = None if batch.c is None else batch.c[:num_rows].to(device)
+    recall = batch.recall[0]
+    length = x.shape[1]
+    observed = int((~recall).sum()) if bool(recall.any()) else length // 2
+    cued = gtm.generate(length, x=x, c=c, observed_steps=observed)
+    free = gtm.generate(length, num_rows, c=c)
+    highlight = torch.arange(length) >= observed
+    save_sequences(out / "samples.png", [x, cued.frames, free.frames], highlight)
+    plot_step_curves(
+        out / "kl_per_step.png", {title: [_nan_to_none(v) for v in results["kl"]]},
+        recall=recall.tolist(), title="KL(q || p) per step on held-out sequences",
+    )
+    posterior = gtm.generate(length, x=x[:1], c=None if c is None else c[:1], observed_steps=length)
+    if posterior.weights is not None:
+        plot_read_weights(out / "read_weights.png", posterior.weights[0], posterior.gates[0]
+                          if posterior.gates is not None else None, title=title)
+
+
+def _nan_to_none(value):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def write_summary(summaries: dict[str, dict], out_dir, task_name: str) -> None:
+    """``summary.json`` (model -> :data:`SUMMARY_KEYS`), ``summary.md`` (a table) and
+    ``kl_per_step.png`` (all models) in ``out_dir``."""
+    out = Path(out_dir)
+    os.makedirs(out, exist_ok=True)
+    table = {m: {k: s[k] for k in SUMMARY_KEYS} for m, s in summaries.items()}
+    save_json(table, out / "summary.json")
+    lines = [
+        f"| model ({task_name}) | recall KL | pre-recall KL | ELBO | IWAE (K) | steps | minutes "
+        "| parameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summaries.items():
+        lines.append(
+            f"| {name} | {_fmt(s['recall_kl'])} | {_fmt(s['prerecall_kl'])} | {_fmt(s['elbo'])} "
+            f"| {_fmt(s['iwae'])} ({s['iwae_k']}) | {s['steps']} | {s['seconds'] / 60:.1f} "
+            f"| {s['parameters']:,} |"
+        )
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    first = next(iter(summaries.values()))
+    plot_step_curves(
+        out / "kl_per_step.png",
+        {name: [_nan_to_none(v) for v in s["kl"]] for name, s in summaries.items()},
+        recall=first["recall_steps"], title=f"{task_name}: KL(q || p) per step (held-out)",
+    )
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.2f}"

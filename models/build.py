@@ -1,0 +1,120 @@
+"""Assemble GTMs from named (or user-supplied) parts.
+
+Every part can be given by name or as a class, so swapping a prior is one argument::
+
+    gtm = build_gtm("introspective", frame_shape=(1, 28, 28), sequence_length=15,
+                    prior="student-t")          # or prior=MyPrior (a Prior subclass)
+"""
+
+from __future__ import annotations
+
+from pgtm.memories.base import NoMemory
+from pgtm.memories.dnc import DNCMemory
+from pgtm.memories.introspective import IntrospectiveMemory
+from pgtm.models.gtm import GTM
+from pgtm.models.likelihoods import LIKELIHOODS
+from pgtm.models.posteriors import POSTERIORS
+from pgtm.models.priors import PRIORS
+from pgtm.networks import (
+    IMAGE_SHAPE,
+    ConvDecoder,
+    ConvEncoder,
+    LSTMController,
+    MLPDecoder,
+    MLPEncoder,
+)
+
+MEMORIES = {"vrnn": NoMemory, "introspective": IntrospectiveMemory, "dnc": DNCMemory}
+NETWORKS = ("conv", "mlp")
+
+
+def resolve(kind: str, value, registry: dict):
+    """Return ``registry[value]`` for a name, or ``value`` itself when it is a class/callable."""
+    if isinstance(value, str):
+        if value not in registry:
+            raise ValueError(f"unknown {kind} {value!r}; choose one of {sorted(registry)}")
+        return registry[value]
+    if callable(value):
+        return value
+    raise ValueError(f"{kind} must be a name in {sorted(registry)} or a class, got {value!r}")
+
+
+def build_gtm(
+    memory: str = "introspective",
+    *,
+    frame_shape=IMAGE_SHAPE,
+    sequence_length: int | None = None,
+    action_size: int = 0,
+    latent_size: int = 32,
+    controller_size: int = 256,
+    feature_size: int = 256,
+    network: str = "auto",
+    prior="learned-gaussian",
+    posterior="gaussian",
+    likelihood="bernoulli",
+    orthogonal_init: bool = False,
+    reuse_path: bool = True,
+    **memory_options,
+) -> GTM:
+    """Build a GTM with default sizes from the paper (latent 32, LSTM 256, 5 read heads).
+
+    :param memory: ``"vrnn"`` (no memory), ``"introspective"`` or a
+        :class:`~pgtm.memories.base.Memory` subclass taking ``(latent_size=, controller_size=,
+        **memory_options)``.
+    :param frame_shape: frame shape; ``(1, 28, 28)`` uses convolutional networks by default.
+    :param sequence_length: :math:`T`; the Introspective buffer keeps that many latents unless
+        ``num_slots`` is given.
+    :param network: ``"conv"``, ``"mlp"`` or ``"auto"`` (conv for 28x28 frames).
+    :param prior: name in :data:`~pgtm.models.priors.PRIORS` or a ``Prior`` subclass.
+    :param posterior: name in :data:`~pgtm.models.posteriors.POSTERIORS` or a subclass.
+    :param likelihood: name in :data:`~pgtm.models.likelihoods.LIKELIHOODS` or a subclass.
+    :param memory_options: passed to the memory (e.g. ``num_heads``, ``weighting``, ``sparsity``).
+    """
+    frame_shape = tuple(frame_shape)
+    memory_cls = resolve("memory", memory, MEMORIES)
+    prior_cls = resolve("prior", prior, PRIORS)
+    posterior_cls = resolve("posterior", posterior, POSTERIORS)
+    likelihood_cls = resolve("likelihood", likelihood, LIKELIHOODS)
+    if network == "auto":
+        network = "conv" if frame_shape == IMAGE_SHAPE else "mlp"
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {NETWORKS} or 'auto', got {network!r}")
+    if network == "conv" and frame_shape != IMAGE_SHAPE:
+        raise ValueError(f"network='conv' needs frame_shape {IMAGE_SHAPE}, got {frame_shape}")
+    for name, value in (("latent_size", latent_size), ("controller_size", controller_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if memory_cls is IntrospectiveMemory and "num_slots" not in memory_options:
+        if sequence_length is None:
+            raise ValueError("the introspective memory needs sequence_length (or num_slots)")
+        memory_options["num_slots"] = sequence_length
+
+    mem = memory_cls(latent_size=latent_size, controller_size=controller_size, **memory_options)
+    controller = LSTMController(
+        latent_size + mem.read_size + action_size, controller_size, orthogonal_init=orthogonal_init
+    )
+    context_size = mem.read_size + controller.output_size
+    if network == "conv":
+        encoder = ConvEncoder(feature_size)
+        decoder = ConvDecoder(latent_size + context_size)
+    else:
+        encoder = MLPEncoder(frame_shape, feature_size)
+        decoder = MLPDecoder(latent_size + context_size, frame_shape)
+    return GTM(
+        frame_shape=frame_shape,
+        latent_size=latent_size,
+        controller=controller,
+        memory=mem,
+        prior=prior_cls(context_size, latent_size),
+        posterior=posterior_cls(context_size, feature_size, latent_size),
+        likelihood=likelihood_cls(frame_shape),
+        encoder=encoder,
+        decoder=decoder,
+        action_size=action_size,
+        reuse_path=reuse_path,
+    )
+
+
+def count_parameters(module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,312 @@
+r"""The generic generative temporal model (Gemici et al., 2017, §2) as a Pyro model/guide pair.
+
+At every step :math:`t = 0, \dots, T-1`:
+
+.. math::
+
+    h_t &= f_{rnn}(h_{t-1}, z_{t-1}, \Psi_{t-2}, c_t)
+        && \text{controller (deterministic)} \\
+    \Psi_{t-1} &= f_{mem}(M_{t-1}, h_t), \; M_{t-1} = \mathrm{write}(M_{t-2}, z_{t-1}, h_t)
+        && \text{memory read (sees only } z_{<t}) \\
+    z_t &\sim p(z_t \mid \Psi_{t-1}, h_t) && \text{prior} \\
+    z_t &\sim q(z_t \mid \Psi_{t-1}, h_t, x_t) && \text{posterior (guide)} \\
+    x_t &\sim p(x_t \mid z_t, \Psi_{t-1}) && \text{likelihood}
+
+with :math:`z_{-1} = 0` and an empty memory. The *context* :math:`[\Psi_{t-1}, h_t]` conditions
+prior, posterior and decoder; the VRNN is the special case with no memory (:math:`\Psi` empty).
+
+Pyro structure (see ``docs/CONVENTIONS.md``): ``pyro.plate("sequences", B, dim=-2)`` over
+sequences, ``pyro.markov`` over time for the sites ``z_{t}`` (batch shape ``[B, 1]``), and one
+vectorised observation site ``"x"`` under ``pyro.plate("time", T, dim=-1)`` (batch shape
+``[B, T]``): given all latents the frames are conditionally independent, so one site scores the
+whole sequence at once (a single decoder call over ``B*T`` frames instead of ``T`` calls). The
+time plate is innermost (dim -1) so that ``x`` keeps its natural ``[B, T, ...]`` layout; this is
+why the latent sites carry a trailing singleton dimension. Penalties of the memory enter as
+``pyro.factor("penalty_{t}", -penalty)``.
+
+**One deterministic path per step.** Model and guide need the same :math:`(h_t, \Psi_{t-1})`.
+When the model replays the guide's latents (``Trace_ELBO``, ``TraceMeanField_ELBO``,
+``RenyiELBO``, IWAE evaluation), it reuses the path the guide computed instead of recomputing
+it: at step ``t`` the model takes the guide's step if every latent it has seen so far is the
+very tensor the guide sampled (an identity test, so the reuse is exact). Run on its own (prior
+samples, ``render_model``) the model computes its own path. ``reuse_path=False`` turns this off.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import nn
+
+from pgtm.shapes import broadcast_leading, cat_features
+
+
+class PathState(NamedTuple):
+    """Recurrent state between steps: controller and memory state, last read, last latent."""
+
+    controller: tuple
+    memory: tuple
+    read: torch.Tensor
+    latent: torch.Tensor
+
+
+class PathStep(NamedTuple):
+    """The deterministic path of one step.
+
+    :ivar context: ``[*batch, context_size]``, :math:`[\\Psi_{t-1}, h_t]`.
+    :ivar state: the state after the memory write (its ``latent`` is still :math:`z_{t-1}`).
+    :ivar weights: read weights ``[*batch, R, N]`` or ``None``.
+    :ivar gates: read gates ``[*batch, R]`` or ``None``.
+    :ivar penalty: ``[*batch]`` or ``None``.
+    """
+
+    context: torch.Tensor
+    state: PathState
+    weights: torch.Tensor | None
+    gates: torch.Tensor | None
+    penalty: torch.Tensor | None
+
+
+class _GuidePath:
+    """The guide's deterministic path, kept for the model's replay of the same latents."""
+
+    def __init__(self, x, c, mask):
+        self.inputs = (x, c, mask)
+        self.steps: list[PathStep] = []
+        self.latents: list[torch.Tensor] = []
+
+    def matches(self, x, c, mask) -> bool:
+        return all(a is b for a, b in zip(self.inputs, (x, c, mask), strict=True))
+
+
+class Generated(NamedTuple):
+    """Output of :meth:`GTM.generate` (all ``[B, T, ...]``)."""
+
+    frames: torch.Tensor
+    latents: torch.Tensor
+    weights: torch.Tensor | None
+    gates: torch.Tensor | None
+
+
+class GTM(nn.Module):
+    """A generative temporal model assembled from parts.
+
+    :param frame_shape: shape of one frame, e.g. ``(1, 28, 28)``.
+    :param latent_size: :math:`Z`.
+    :param controller: e.g. :class:`~pgtm.networks.LSTMController`.
+    :param memory: a :class:`~pgtm.memories.base.Memory`.
+    :param prior: a :class:`~pgtm.models.priors.Prior`.
+    :param posterior: a :class:`~pgtm.models.posteriors.Posterior`.
+    :param likelihood: a :class:`~pgtm.models.likelihoods.Likelihood`.
+    :param encoder: frames ``[*batch, *frame_shape] -> [*batch, feature_size]``.
+    :param decoder: ``[*batch, latent_size + context_size] -> [*batch, *frame_shape]``.
+    :param action_size: size of the per-step context :math:`c_t` (0: none).
+    :param reuse_path: let the model reuse the guide's deterministic path (exact; see above).
+    """
+
+    def __init__(
+        self,
+        *,
+        frame_shape,
+        latent_size: int,
+        controller: nn.Module,
+        memory: nn.Module,
+        prior: nn.Module,
+        posterior: nn.Module,
+        likelihood: nn.Module,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        action_size: int = 0,
+        reuse_path: bool = True,
+    ):
+        super().__init__()
+        self.frame_shape = tuple(frame_shape)
+        self.latent_size = latent_size
+        self.action_size = action_size
+        self.controller = controller
+        self.memory = memory
+        self.prior = prior
+        self.posterior = posterior
+        self.likelihood = likelihood
+        self.encoder = encoder
+        self.decoder = decoder
+        self.context_size = memory.read_size + controller.output_size
+        self.reuse_path = reuse_path
+        self._guide_path: _GuidePath | None = None
+
+    # ----------------------------------------------------------------- deterministic path
+    def initial_state(self, batch_shape, device=None, dtype=None) -> PathState:
+        kwargs = {"device": device, "dtype": dtype}
+        return PathState(
+            self.controller.initial_state(batch_shape, **kwargs),
+            self.memory.initial_state(batch_shape, **kwargs),
+            torch.zeros(*batch_shape, self.memory.read_size, **kwargs),
+            torch.zeros(*batch_shape, self.latent_size, **kwargs),
+        )
+
+    def path_step(self, state: PathState, action: torch.Tensor | None) -> PathStep:
+        """Controller update, memory write of :math:`z_{t-1}` and read: one step of the
+        deterministic path. ``action`` is :math:`c_t` ``[*batch, action_size]`` or ``None``."""
+        h, controller_state = self.controller(state.controller, state.latent, state.read, action)
+        out = self.memory(state.memory, h, state.latent)
+        context = cat_features(out.read, h)
+        new_state = PathState(controller_state, out.state, out.read, state.latent)
+        return PathStep(context, new_state, out.weights, out.gates, out.penalty)
+
+    # ----------------------------------------------------------------- input checks
+    def check_inputs(self, x, c=None, mask=None):
+        """Validate ``x [B, T, *frame_shape]``, ``c [B, T, action_size]``, ``mask [B, T]``.
+
+        :returns: ``(x, c, mask)`` with a full mask when ``mask`` is ``None``.
+        """
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise ValueError("x must be a floating-point tensor [B, T, *frame_shape]")
+        expected = "[B, T, " + ", ".join(map(str, self.frame_shape)) + "]"
+        if x.dim() != 2 + len(self.frame_shape) or tuple(x.shape[2:]) != self.frame_shape:
+            raise ValueError(f"x must have shape {expected}, got {list(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or infinite values")
+        batch_time = tuple(x.shape[:2])
+        if self.action_size:
+            if c is None or c.dim() != 3 or tuple(c.shape) != batch_time + (self.action_size,):
+                got = None if c is None else list(c.shape)
+                raise ValueError(
+                    f"c must have shape [B, T, {self.action_size}] = "
+                    f"{list(batch_time) + [self.action_size]}, got {got}"
+                )
+        elif c is not None:
+            raise ValueError("c was given but the model was built with action_size=0")
+        if mask is None:
+            mask = torch.ones(batch_time, dtype=torch.bool, device=x.device)
+        elif mask.dtype != torch.bool or tuple(mask.shape) != batch_time:
+            raise ValueError(
+                f"mask must be a bool tensor of shape [B, T] = {list(batch_time)}, "
+                f"got {mask.dtype} {list(mask.shape)}"
+            )
+        return x, c, mask
+
+    @staticmethod
+    def _action(c, t):
+        return None if c is None else c[:, t : t + 1]
+
+    # ----------------------------------------------------------------- Pyro programs
+    def model(self, x, c=None, mask=None):
+        """The generative model :math:`p(x_{0:T}, z_{0:T})` (a Pyro program).
+
+        :param x: observed frames ``[B, T, *frame_shape]``.
+        :param c: context ``[B, T, action_size]`` or ``None``.
+        :param mask: ``[B, T]`` bool, False for steps past a sequence's end.
+        """
+        x, c_checked, mask_checked = self.check_inputs(x, c, mask)
+        pyro.module("gtm", self)
+        batch, length = x.shape[:2]
+        guide_path = self._guide_path if self.reuse_path else None
+        following = guide_path is not None and guide_path.matches(x, c, mask)
+        self._guide_path = None  # consumed: keep no graph alive past this call
+        c, mask = c_checked, mask_checked
+        latents, contexts = [], []
+        with pyro.plate("sequences", batch, dim=-2):
+            state = self.initial_state((batch, 1), x.device, x.dtype)
+            for t in pyro.markov(range(length)):
+                following = following and (t == 0 or state.latent is guide_path.latents[t - 1])
+                if following:
+                    step = guide_path.steps[t]
+                else:
+                    step = self.path_step(state, self._action(c, t))
+                with poutine.mask(mask=mask[:, t : t + 1]):
+                    z = pyro.sample(f"z_{t}", self.prior(step.context))
+                    if step.penalty is not None:
+                        pyro.factor(f"penalty_{t}", -step.penalty)
+                state = step.state._replace(latent=z)
+                latents.append(z)
+                contexts.append(step.context)
+            decoder_input = cat_features(_stack_time(latents), _stack_time(contexts))
+            with pyro.plate("time", length, dim=-1):
+                likelihood = self.likelihood(self.decoder(decoder_input))
+                pyro.sample("x", likelihood.mask(mask), obs=x)
+
+    def guide(self, x, c=None, mask=None):
+        """The posterior :math:`q(z_{0:T} \\mid x_{0:T}) = \\prod_t q(z_t \\mid \\Psi_{t-1}, h_t,
+        x_t)` (a Pyro program with the same signature as :meth:`model`)."""
+        x_in, c_in, mask_in = x, c, mask
+        x, c, mask = self.check_inputs(x, c, mask)
+        pyro.module("gtm", self)
+        batch, length = x.shape[:2]
+        features = self.encoder(x)  # [B, T, F]: all frames in one call
+        path = _GuidePath(x_in, c_in, mask_in)
+        with pyro.plate("sequences", batch, dim=-2):
+            state = self.initial_state((batch, 1), x.device, x.dtype)
+            for t in pyro.markov(range(length)):
+                step = self.path_step(state, self._action(c, t))
+                with poutine.mask(mask=mask[:, t : t + 1]):
+                    posterior = self.posterior(step.context, features[:, t : t + 1])
+                    z = pyro.sample(f"z_{t}", posterior)
+                path.steps.append(step)
+                path.latents.append(z)
+                state = step.state._replace(latent=z)
+        self._guide_path = path if self.reuse_path else None
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        length: int,
+        num_sequences: int | None = None,
+        *,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        observed_steps: int = 0,
+    ) -> Generated:
+        """Sample sequences: latents from the posterior for the first ``observed_steps`` frames
+        of ``x``, then from the prior ("observe n frames, generate the rest").
+
+        :param length: :math:`T`.
+        :param num_sequences: :math:`B` (taken from ``x`` or ``c`` when given).
+        :param x: ``[B, >= observed_steps, *frame_shape]`` frames to observe.
+        :param c: ``[B, T, action_size]`` context, required when the model has one.
+        :returns: :class:`Generated` with frame means ``[B, T, *frame_shape]``.
+        """
+        if observed_steps < 0 or observed_steps > length:
+            raise ValueError(f"observed_steps must be in [0, {length}], got {observed_steps}")
+        if observed_steps and (x is None or x.shape[1] < observed_steps):
+            raise ValueError(f"x must hold at least observed_steps={observed_steps} frames")
+        if self.action_size and (c is None or c.shape[1] < length):
+            raise ValueError(f"c must have shape [B, {length}, {self.action_size}]")
+        for given in (x, c):
+            if given is not None:
+                num_sequences = given.shape[0]
+        if num_sequences is None or num_sequences < 1:
+            raise ValueError("num_sequences must be >= 1 (or pass x or c)")
+        param = next(self.parameters())
+        device, dtype = param.device, param.dtype
+        features = self.encoder(x[:, :observed_steps].to(device, dtype)) if observed_steps else None
+        state = self.initial_state((num_sequences,), device, dtype)
+        latents, contexts, weights, gates = [], [], [], []
+        for t in range(length):
+            action = None if c is None else c[:, t].to(device, dtype)
+            step = self.path_step(state, action)
+            if t < observed_steps:
+                z = self.posterior(step.context, features[:, t]).sample()
+            else:
+                z = self.prior(step.context).sample()
+            state = step.state._replace(latent=z)
+            latents.append(z)
+            contexts.append(step.context)
+            weights.append(step.weights)
+            gates.append(step.gates)
+        z_seq, ctx_seq = torch.stack(latents, 1), torch.stack(contexts, 1)
+        frames = self.likelihood.mean(self.decoder(torch.cat([z_seq, ctx_seq], -1)))
+        return Generated(
+            frames,
+            z_seq,
+            None if weights[0] is None else torch.stack(weights, 1),
+            None if gates[0] is None else torch.stack(gates, 1),
+        )
+
+
+def _stack_time(per_step: list[torch.Tensor]) -> torch.Tensor:
+    """``T`` tensors ``[*batch, 1, D]`` -> ``[*batch, T, D]`` (broadcasting leading dims)."""
+    return torch.cat(broadcast_leading(*per_step, event_dims=2), dim=-2)

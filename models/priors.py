@@ -1,0 +1,83 @@
+r"""Priors :math:`p(z_t \mid \Psi_{t-1}, h_t)`.
+
+A prior is an ``nn.Module`` built as ``Prior(context_size, latent_size)`` whose
+``forward(context)`` maps the context :math:`[\Psi_{t-1}, h_t]` ``[*batch, context_size]`` to a
+distribution over :math:`z_t` with batch shape ``[*batch]`` and event shape ``[latent_size]``.
+To try a new prior, subclass :class:`Prior` and pass the class to
+:func:`pgtm.models.build_gtm` (see ``examples/custom_prior.py``).
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_MIN_SCALE = 1e-3
+
+
+class Prior(nn.Module):
+    """Base class of priors."""
+
+    def __init__(self, context_size: int, latent_size: int):
+        super().__init__()
+        self.context_size = context_size
+        self.latent_size = latent_size
+
+    def forward(self, context: torch.Tensor) -> dist.TorchDistribution:
+        raise NotImplementedError
+
+
+def location_scale_net(input_size: int, output_size: int, hidden_size: int) -> nn.Module:
+    """An MLP producing ``2 * output_size`` numbers: a location and a pre-softplus scale."""
+    return nn.Sequential(
+        nn.Linear(input_size, hidden_size), nn.ELU(), nn.Linear(hidden_size, 2 * output_size)
+    )
+
+
+def split_location_scale(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    loc, raw_scale = out.chunk(2, dim=-1)
+    return loc, F.softplus(raw_scale) + _MIN_SCALE
+
+
+class LearnedGaussianPrior(Prior):
+    r"""The paper's prior: :math:`\mathcal{N}(\mu(\Psi, h), \mathrm{diag}\,\sigma^2(\Psi, h))`."""
+
+    def __init__(self, context_size: int, latent_size: int, hidden_size: int = 256):
+        super().__init__(context_size, latent_size)
+        self.net = location_scale_net(context_size, latent_size, hidden_size)
+
+    def forward(self, context):
+        loc, scale = split_location_scale(self.net(context))
+        return dist.Normal(loc, scale).to_event(1)
+
+
+class StandardNormalPrior(Prior):
+    r"""A fixed :math:`\mathcal{N}(0, I)` that ignores the context (no parameters)."""
+
+    def forward(self, context):
+        loc = context.new_zeros(context.shape[:-1] + (self.latent_size,))
+        return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
+
+
+class StudentTPrior(Prior):
+    r"""Heavy-tailed: :math:`\mathrm{StudentT}(\nu, \mu(\Psi, h), \sigma(\Psi, h))` per dimension
+    with one learned :math:`\nu > 2` per latent dimension (finite variance)."""
+
+    def __init__(self, context_size: int, latent_size: int, hidden_size: int = 256):
+        super().__init__(context_size, latent_size)
+        self.net = location_scale_net(context_size, latent_size, hidden_size)
+        self.raw_df = nn.Parameter(torch.full((latent_size,), 2.0))
+
+    def forward(self, context):
+        loc, scale = split_location_scale(self.net(context))
+        df = (F.softplus(self.raw_df) + 2.0).expand(loc.shape)
+        return dist.StudentT(df, loc, scale).to_event(1)
+
+
+PRIORS = {
+    "learned-gaussian": LearnedGaussianPrior,
+    "standard-normal": StandardNormalPrior,
+    "student-t": StudentTPrior,
+}

@@ -1,0 +1,1 @@
+"""Generative temporal models with memory, as Pyro model/guide pairs."""

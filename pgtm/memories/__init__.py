@@ -1,0 +1,1 @@
+"""External memories with functional state."""

@@ -1,0 +1,75 @@
+"""The interface shared by every external memory of a GTM.
+
+A memory is an ``nn.Module`` with *functional* state: nothing recurrent is kept on ``self``.
+At step :math:`t` the GTM calls
+
+.. code-block:: python
+
+    out = memory(state, h_t, z_prev)   # write z_{t-1}, then read with the controller output h_t
+
+and receives a :class:`MemoryOutput`: the read vector :math:`\\Psi` that conditions the prior,
+posterior and likelihood of :math:`z_t` (it depends only on latents written before :math:`t`),
+the new state, the read weights (for plots) and an optional regulariser.
+
+State tensors have shape ``[*batch, ...]`` with any number of leading batch dimensions, so a
+particle dimension prepended by Pyro flows through without special cases.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class MemoryOutput(NamedTuple):
+    """What one memory step returns.
+
+    :ivar read: ``[*batch, read_size]`` read vector.
+    :ivar state: the new state (a named tuple of tensors ``[*batch, ...]``).
+    :ivar weights: ``[*batch, num_heads, num_slots]`` read weights, or ``None``.
+    :ivar penalty: ``[*batch]`` regulariser in nats (added to the negative ELBO), or ``None``.
+    :ivar gates: ``[*batch, num_heads]`` read gates in (0, 1), or ``None``.
+    """
+
+    read: torch.Tensor
+    state: tuple
+    weights: torch.Tensor | None = None
+    penalty: torch.Tensor | None = None
+    gates: torch.Tensor | None = None
+
+
+class Memory(nn.Module):
+    """Base class: subclasses set ``read_size`` and implement the two methods below."""
+
+    read_size: int = 0
+
+    def initial_state(self, batch_shape, device=None, dtype=None) -> tuple:
+        """The empty memory, with leading shape ``batch_shape``."""
+        raise NotImplementedError
+
+    def forward(self, state, controller_output: torch.Tensor, latent: torch.Tensor) -> MemoryOutput:
+        """Write ``latent`` (:math:`z_{t-1}`, ``[*batch, latent_size]``) and read with
+        ``controller_output`` (:math:`h_t`, ``[*batch, controller_size]``)."""
+        raise NotImplementedError
+
+
+class NoMemoryState(NamedTuple):
+    pass
+
+
+class NoMemory(Memory):
+    """No external memory: the VRNN baseline, whose context is the controller output alone."""
+
+    read_size = 0
+
+    def __init__(self, **unused):
+        super().__init__()
+
+    def initial_state(self, batch_shape, device=None, dtype=None) -> NoMemoryState:
+        return NoMemoryState()
+
+    def forward(self, state, controller_output, latent) -> MemoryOutput:
+        read = controller_output.new_zeros(controller_output.shape[:-1] + (0,))
+        return MemoryOutput(read, state)

@@ -1,0 +1,184 @@
+"""Encoders, decoders and controllers of the GTMs.
+
+All modules accept any number of leading batch dimensions (``[*batch, ...]``), so the same
+network serves a batch ``[B, 1]``, a particle-vectorised batch ``[K, B, 1]`` and a whole
+sequence ``[B, T]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from pgtm.shapes import apply_flat, broadcast_leading, cat_features
+
+IMAGE_SHAPE = (1, 28, 28)
+
+
+def _check_frame_shape(frame_shape) -> tuple[int, ...]:
+    frame_shape = tuple(int(s) for s in frame_shape)
+    if len(frame_shape) == 0 or any(s < 1 for s in frame_shape):
+        raise ValueError(
+            f"frame_shape must be a non-empty tuple of positive sizes, got {frame_shape}"
+        )
+    return frame_shape
+
+
+class ConvEncoder(nn.Module):
+    """Convolutional encoder for ``1x28x28`` frames.
+
+    ``[*batch, 1, 28, 28] -> [*batch, feature_size]``: two stride-2 convolutions
+    (28 -> 14 -> 7) and a linear layer.
+    """
+
+    def __init__(self, feature_size: int = 256, channels: int = 32):
+        super().__init__()
+        self.frame_shape = IMAGE_SHAPE
+        self.feature_size = feature_size
+        self.net = nn.Sequential(
+            nn.Conv2d(1, channels, 4, stride=2, padding=1),
+            nn.ELU(),
+            nn.Conv2d(channels, channels, 4, stride=2, padding=1),
+            nn.ELU(),
+            nn.Flatten(),
+            nn.Linear(channels * 7 * 7, feature_size),
+            nn.ELU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return apply_flat(self.net, x, event_dims=3)
+
+
+class ConvDecoder(nn.Module):
+    """Convolutional decoder ``[*batch, input_size] -> [*batch, 1, 28, 28]`` (raw outputs).
+
+    The raw output is turned into a distribution by a :class:`~pgtm.models.likelihoods.Likelihood`.
+    """
+
+    def __init__(self, input_size: int, channels: int = 32):
+        super().__init__()
+        self.frame_shape = IMAGE_SHAPE
+        self.channels = channels
+        self.linear = nn.Sequential(nn.Linear(input_size, channels * 7 * 7), nn.ELU())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1),
+            nn.ELU(),
+            nn.ConvTranspose2d(channels, 1, 4, stride=2, padding=1),
+        )
+
+    def _net(self, h: torch.Tensor) -> torch.Tensor:
+        return self.deconv(self.linear(h).view(-1, self.channels, 7, 7))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return apply_flat(self._net, h, event_dims=1)
+
+
+class MLPEncoder(nn.Module):
+    """MLP encoder for frames of any shape: ``[*batch, *frame_shape] -> [*batch, feature_size]``."""
+
+    def __init__(self, frame_shape, feature_size: int = 256, hidden_size: int = 256):
+        super().__init__()
+        self.frame_shape = _check_frame_shape(frame_shape)
+        self.feature_size = feature_size
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(math.prod(self.frame_shape), hidden_size),
+            nn.ELU(),
+            nn.Linear(hidden_size, feature_size),
+            nn.ELU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return apply_flat(self.net, x, event_dims=len(self.frame_shape))
+
+
+class MLPDecoder(nn.Module):
+    """MLP decoder ``[*batch, input_size] -> [*batch, *frame_shape]`` (raw outputs)."""
+
+    def __init__(self, input_size: int, frame_shape, hidden_size: int = 256):
+        super().__init__()
+        self.frame_shape = _check_frame_shape(frame_shape)
+        self.net = nn.Sequential(
+            nn.Linear(input_size, hidden_size),
+            nn.ELU(),
+            nn.Linear(hidden_size, math.prod(self.frame_shape)),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h).reshape(h.shape[:-1] + self.frame_shape)
+
+
+class LSTMState(NamedTuple):
+    """State of :class:`LSTMController`: hidden and cell vectors ``[*batch, hidden_size]``."""
+
+    hidden: torch.Tensor
+    cell: torch.Tensor
+
+
+class LSTMController(nn.Module):
+    r"""The deterministic recurrent path of a GTM.
+
+    .. math:: h_t = \mathrm{LSTM}(h_{t-1}, [z_{t-1}, \Psi_{t-1}, c_t])
+
+    where :math:`\Psi_{t-1}` is the previous memory read and :math:`c_t` an optional context
+    (e.g. actions).
+
+    :param input_size: ``latent_size + read_size + context_size``.
+    :param hidden_size: size of :math:`h_t` (the paper uses 256).
+    :param orthogonal_init: initialise the recurrent matrix orthogonally (per gate).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int = 256, orthogonal_init: bool = False):
+        super().__init__()
+        self.input_size = input_size
+        self.output_size = hidden_size
+        self.cell = nn.LSTMCell(input_size, hidden_size)
+        if orthogonal_init:
+            with torch.no_grad():
+                for gate in self.cell.weight_hh.chunk(4, dim=0):
+                    nn.init.orthogonal_(gate)
+
+    def initial_state(self, batch_shape, device=None, dtype=None) -> LSTMState:
+        zeros = torch.zeros(*batch_shape, self.output_size, device=device, dtype=dtype)
+        return LSTMState(zeros, zeros)
+
+    def forward(self, state: LSTMState, z_prev, read_prev, context=None):
+        """One step.
+
+        :param state: :class:`LSTMState` with leading shape ``[*batch]``.
+        :param z_prev: ``[*batch, latent_size]``.
+        :param read_prev: ``[*batch, read_size]`` (may have size 0).
+        :param context: ``[*batch, context_size]`` or ``None``.
+        :returns: ``(h_t [*batch, hidden_size], new_state)``.
+        """
+        parts = [z_prev, read_prev] if context is None else [z_prev, read_prev, context]
+        inputs = cat_features(*parts)
+        hidden, cell, inputs = broadcast_leading(state.hidden, state.cell, inputs)
+        batch = inputs.shape[:-1]
+        h, c = self.cell(
+            inputs.reshape(-1, self.input_size),
+            (hidden.reshape(-1, self.output_size), cell.reshape(-1, self.output_size)),
+        )
+        h = h.reshape(batch + (self.output_size,))
+        return h, LSTMState(h, c.reshape(batch + (self.output_size,)))
+
+
+class LatentController(nn.Module):
+    """A parameter-free controller whose output is the previous latent: ``h_t = z_{t-1}``.
+
+    With no memory this turns the generic GTM into a first-order state-space model (used to
+    check the estimators against a Kalman filter).
+    """
+
+    def __init__(self, latent_size: int):
+        super().__init__()
+        self.output_size = latent_size
+
+    def initial_state(self, batch_shape, device=None, dtype=None):
+        return ()
+
+    def forward(self, state, z_prev, read_prev, context=None):
+        return z_prev, state

@@ -1,0 +1,105 @@
+"""Pictures people would rather look at than numbers: sample sequences, per-step KL curves and
+read-weight heat maps. Matplotlib runs headless (Agg)."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import save_image  # noqa: E402
+
+
+def _prepare(path) -> str:
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def frames_for_display(frames: torch.Tensor) -> torch.Tensor:
+    """``[B, T, C, H, W]`` frames as 3-channel images of at least 28 pixels a side (vector
+    frames such as copy-task rows are scaled up so they stay visible)."""
+    b, t, c, h, w = frames.shape
+    images = frames.reshape(b * t, c, h, w).float().clamp(0, 1)
+    if c == 1:
+        images = images.repeat(1, 3, 1, 1)
+    scale = max(1, -(-28 // max(h, 1)))
+    if scale > 1 or w < 28:
+        images = torch.nn.functional.interpolate(
+            images, size=(h * scale, max(w, 28)), mode="nearest"
+        )
+    return images.reshape(b, t, 3, images.shape[-2], images.shape[-1])
+
+
+def save_sequences(path, rows: list[torch.Tensor], highlight: torch.Tensor | None = None) -> str:
+    """Write a grid with one row per sequence.
+
+    :param rows: tensors ``[B, T, C, H, W]`` drawn one after another (e.g. data, then samples).
+    :param highlight: ``[T]`` or ``[B, T]`` bool, steps to tint red (e.g. the recall phase) in
+        every block.
+    """
+    blocks = []
+    for frames in rows:
+        images = frames_for_display(frames.detach().cpu())
+        if highlight is not None:
+            mark = highlight.cpu().expand(images.shape[:2])
+            red = images[..., 0, :, :]
+            red[mark] = red[mark].clamp(min=0.45)  # dark-red background, strokes stay white
+        blocks.append(images)
+    grid = torch.cat(blocks, 0)
+    save_image(grid.flatten(0, 1), _prepare(path), nrow=grid.shape[1], padding=2, pad_value=0.5)
+    return path
+
+
+def plot_step_curves(path, curves: dict[str, list[float]], recall=None, ylabel="KL (nats)",
+                     title=None) -> str:
+    """Line plot of per-step quantities (e.g. KL per model), recall phase shaded."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    length = 0
+    for name, values in curves.items():
+        ax.plot(range(len(values)), values, marker="o", label=name)
+        length = max(length, len(values))
+    if recall is not None:
+        for t, is_recall in enumerate(recall):
+            if is_recall:
+                ax.axvspan(t - 0.5, t + 0.5, color="tab:red", alpha=0.08, lw=0)
+    ax.set_xlabel("time step")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(_prepare(path), dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_read_weights(path, weights: torch.Tensor, gates: torch.Tensor | None = None,
+                      title=None) -> str:
+    """Heat map of read weights of one sequence, one panel per head.
+
+    :param weights: ``[T, R, N]`` (time, head, slot).
+    :param gates: ``[T, R]`` read gates, shown as a strip under each panel.
+    """
+    weights = weights.detach().cpu()
+    steps, heads, _ = weights.shape
+    fig, axes = plt.subplots(1, heads, figsize=(2.6 * heads, 3.0), squeeze=False)
+    for r, ax in enumerate(axes[0]):
+        shown = weights[:, r, :]
+        if gates is not None:
+            shown = shown * gates.detach().cpu()[:, r : r + 1]
+        image = ax.imshow(shown.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis")
+        ax.set_title(f"head {r}" + (" (x gate)" if gates is not None else ""))
+        ax.set_xlabel("time step")
+        if r == 0:
+            ax.set_ylabel("memory slot")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(_prepare(path), dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,44 @@
+"""Small helpers for tensors batched over arbitrary leading dimensions.
+
+Every module in pgtm keeps its batch dimensions *leading* and its feature dimensions
+*trailing*, so that Pyro can prepend a particle dimension (``vectorize_particles``)
+without any module reading the batch size from dim 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def broadcast_leading(*tensors: torch.Tensor, event_dims: int | tuple[int, ...] = 1):
+    """Expand tensors to a common leading (batch) shape, keeping their event dims.
+
+    :param tensors: tensors of shape ``[*batch_i, *event_i]``.
+    :param event_dims: number of trailing event dims of each tensor (one int for all, or
+        one per tensor).
+    :returns: list of tensors of shape ``[*batch, *event_i]`` where ``batch`` is the
+        broadcast of all ``batch_i``.
+    """
+    if isinstance(event_dims, int):
+        event_dims = (event_dims,) * len(tensors)
+    batch_shapes = [t.shape[: t.dim() - e] for t, e in zip(tensors, event_dims, strict=True)]
+    batch = torch.broadcast_shapes(*batch_shapes)
+    return [
+        t.expand(batch + t.shape[t.dim() - e :]) for t, e in zip(tensors, event_dims, strict=True)
+    ]
+
+
+def cat_features(*tensors: torch.Tensor) -> torch.Tensor:
+    """Concatenate along the last dim after broadcasting the leading dims."""
+    return torch.cat(broadcast_leading(*tensors, event_dims=1), dim=-1)
+
+
+def apply_flat(module, x: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """Apply a module that accepts exactly one batch dim to ``x`` with any leading dims.
+
+    :param x: ``[*batch, *event]`` with ``len(event) == event_dims``.
+    :returns: ``[*batch, *out_event]``.
+    """
+    batch = x.shape[: x.dim() - event_dims]
+    y = module(x.reshape((-1,) + x.shape[x.dim() - event_dims :]))
+    return y.reshape(batch + y.shape[1:])

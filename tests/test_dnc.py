@@ -1,0 +1,388 @@
+"""Invariants of the DNC memory (usage, allocation, temporal links, read modes, GTM use)."""
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+
+from pgtm.memories.dnc import (
+    DNCMemory,
+    DNCState,
+    allocation_weights,
+    directional_weights,
+    read_weights,
+    update_link,
+    update_precedence,
+    update_usage,
+    write_allocation_weights,
+    write_weights,
+)
+from pgtm.models import build_gtm, count_parameters
+
+Z, C, N, W, R = 3, 6, 5, 4, 2
+
+
+def make_memory(num_write_heads=1, dtype=torch.float32, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    options = {"num_slots": N, "word_size": W, "num_read_heads": R}
+    options.update(kwargs)
+    return DNCMemory(Z, C, num_write_heads=num_write_heads, **options).to(dtype)
+
+
+def run_steps(memory, state, steps, batch=(), scale=3.0, generator=None):
+    """Run ``steps`` random steps, returning the list of outputs."""
+    outputs = []
+    for _ in range(steps):
+        h = scale * torch.randn(batch + (C,), generator=generator, dtype=state.memory.dtype)
+        z = torch.randn(batch + (Z,), generator=generator, dtype=state.memory.dtype)
+        out = memory(state, h, z)
+        state = out.state
+        outputs.append(out)
+    return outputs
+
+
+def one_hot(index, size=N, dtype=torch.float32):
+    return torch.nn.functional.one_hot(torch.tensor(index), size).to(dtype)
+
+
+# ----------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
+@pytest.mark.parametrize("heads", [1, 2])
+def test_shapes(batch, heads):
+    memory = make_memory(heads)
+    state = memory.initial_state(batch)
+    out = run_steps(memory, state, 2, batch)[-1]
+    H = heads
+    assert memory.read_size == R * W
+    assert out.read.shape == batch + (R * W,)
+    assert out.weights.shape == batch + (R, N)
+    expected = DNCState(
+        batch + (N, W), batch + (N,), batch + (H, N, N), batch + (H, N), batch + (R, N),
+        batch + (H, N),
+    )
+    assert tuple(tuple(t.shape) for t in out.state) == expected
+    assert out.penalty is None and out.gates is None
+
+
+def test_state_broadcasts_against_a_new_particle_dimension():
+    memory = make_memory(2)
+    state = memory.initial_state((4, 1))  # [B, 1] before the first sample
+    out = memory(state, torch.randn(4, 1, C), torch.randn(7, 4, 1, Z))  # z: [K, B, 1, Z]
+    assert out.read.shape == (7, 4, 1, R * W)
+    assert out.state.link.shape == (7, 4, 1, 2, N, N)
+    out = memory(out.state, torch.randn(7, 4, 1, C), torch.randn(7, 4, 1, Z))
+    assert out.state.memory.shape == (7, 4, 1, N, W)
+
+
+# ----------------------------------------------------------------------------- links
+@pytest.mark.parametrize("heads", [1, 2])
+def test_link_precedence_usage_and_weights_stay_in_range_after_random_steps(heads):
+    memory = make_memory(heads)
+    outputs = run_steps(memory, memory.initial_state((16,)), 8, (16,), scale=5.0)
+    tol = 1e-5
+    for out in outputs:
+        s = out.state
+        assert ((s.link >= 0) & (s.link <= 1 + tol)).all()
+        assert torch.diagonal(s.link, dim1=-2, dim2=-1).abs().max() == 0
+        assert (s.link.sum(-1) <= 1 + tol).all() and (s.link.sum(-2) <= 1 + tol).all()
+        assert ((s.precedence >= 0) & (s.precedence <= 1 + tol)).all()
+        assert (s.precedence.sum(-1) <= 1 + tol).all()
+        assert ((s.usage >= 0) & (s.usage <= 1 + tol)).all()
+        assert (s.write_weights >= 0).all() and (s.write_weights.sum(-1) <= 1 + tol).all()
+        assert (s.read_weights >= 0).all() and (s.read_weights.sum(-1) <= 1 + tol).all()
+    # the random steps did write links (the test is not vacuous)
+    assert outputs[-1].state.link.sum() > 1
+
+
+def test_scripted_one_hot_writes_give_expected_links_and_directional_reads():
+    order = [0, 3, 1, 4]  # slots written one after the other
+    link, precedence = torch.zeros(1, N, N), torch.zeros(1, N)
+    for slot in order:
+        w = one_hot(slot).unsqueeze(0)  # [H=1, N]
+        link = update_link(link, precedence, w)
+        precedence = update_precedence(precedence, w)
+    expected = torch.zeros(N, N)
+    for before, after in zip(order[:-1], order[1:], strict=True):
+        expected[after, before] = 1.0  # L[i, j]: i written right after j
+    torch.testing.assert_close(link[0], expected)
+    torch.testing.assert_close(precedence[0], one_hot(4))
+
+    reads = torch.stack([one_hot(0), one_hot(1)])  # [R=2, N]: reading slots 0 and 1
+    forward = directional_weights(link, reads, forward=True)  # [R, H, N]
+    backward = directional_weights(link, reads, forward=False)
+    torch.testing.assert_close(forward[:, 0], torch.stack([one_hot(3), one_hot(4)]))
+    torch.testing.assert_close(backward[:, 0], torch.stack([torch.zeros(N), one_hot(3)]))
+    content = torch.full((2, N), 1.0 / N)
+    modes = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # forward / backward
+    mixed = read_weights(content, backward, forward, modes)
+    torch.testing.assert_close(mixed, torch.stack([one_hot(3), one_hot(3)]))
+    content_only = read_weights(content, backward, forward, torch.tensor([[0.0, 0.0, 1.0]] * 2))
+    torch.testing.assert_close(content_only, content)
+
+
+def test_module_follows_links_through_written_slots():
+    """Scripted gates: allocate a fresh slot per step, then read forward/backward from the first."""
+    memory = make_memory(1, num_read_heads=1)
+    state = memory.initial_state((1,))
+    written = []
+    for _ in range(3):  # full allocation writes (free gates 0, no reads yet)
+        state = state._replace(read_weights=torch.zeros(1, 1, N))
+        state = _forced_step(memory, state, allocation_gate=1.0, modes=(0, 0, 1.0)).state
+        assert state.write_weights.max() > 1 - 1e-4  # a one-hot write
+        written.append(int(state.write_weights[0, 0].argmax()))
+    assert written == [0, 1, 2]  # free slots are taken in index order
+    state = state._replace(read_weights=one_hot(written[0]).view(1, 1, N))
+    for expected, modes in ((1, (0, 1.0, 0)), (2, (0, 1.0, 0)), (1, (1.0, 0, 0))):
+        out = _forced_step(memory, state, allocation_gate=1.0, write_gate=0.0, modes=modes)
+        torch.testing.assert_close(out.weights[0, 0], one_hot(written[expected]), atol=1e-4,
+                                   rtol=0)
+        state = out.state
+
+
+def _forced_step(memory, state, allocation_gate, modes, write_gate=1.0):
+    """One step with the interface replaced by fixed gates (free gates 0)."""
+    big = 40.0
+    with torch.no_grad():
+        memory.interface.weight.zero_()
+        bias = torch.zeros_like(memory.interface.bias)
+        parts = dict(
+            zip(
+                [name for name, _ in memory._interface],
+                bias.split(memory._interface_sizes),
+                strict=True,
+            )
+        )
+        parts["free_gates"].fill_(-big)
+        parts["allocation_gates"].fill_(big if allocation_gate else -big)
+        parts["write_gates"].fill_(big if write_gate else -big)
+        parts["read_modes"].copy_(torch.tensor([big if m else -big for m in modes]))
+        memory.interface.bias.copy_(bias)
+    return memory(state, torch.zeros(1, C), torch.randn(1, Z))
+
+
+# ----------------------------------------------------------------------------- precedence
+def test_precedence_unchanged_by_zero_write_and_replaced_by_full_write():
+    torch.manual_seed(1)
+    precedence = torch.softmax(torch.randn(3, 2, N), -1) * 0.7
+    assert ((precedence >= 0) & (precedence <= 1)).all()
+    torch.testing.assert_close(update_precedence(precedence, torch.zeros(3, 2, N)), precedence)
+    full = torch.softmax(torch.randn(3, 2, N), -1)
+    torch.testing.assert_close(update_precedence(precedence, full), full)
+
+
+# ----------------------------------------------------------------------------- usage
+def test_usage_is_one_after_full_write_and_zero_after_full_read_with_free_gate_one():
+    torch.manual_seed(2)
+    usage = torch.rand(4, N)
+    no_free, no_read = torch.zeros(4, R), torch.zeros(4, R, N)
+    written = update_usage(usage, one_hot(2).expand(4, 1, N), no_free, no_read)
+    assert ((written >= 0) & (written <= 1)).all()
+    torch.testing.assert_close(written[:, 2], torch.ones(4))
+    torch.testing.assert_close(written[:, [0, 1, 3, 4]], usage[:, [0, 1, 3, 4]])
+    reads = torch.stack([one_hot(2), one_hot(0)]).expand(4, R, N)
+    freed = update_usage(written, torch.zeros(4, 1, N), torch.ones(4, R), reads)
+    torch.testing.assert_close(freed[:, [0, 2]], torch.zeros(4, 2))
+    torch.testing.assert_close(freed[:, [1, 3, 4]], written[:, [1, 3, 4]])
+    # a free gate of 0 frees nothing
+    kept = update_usage(written, torch.zeros(4, 1, N), torch.zeros(4, R), reads)
+    torch.testing.assert_close(kept, written)
+
+
+# ----------------------------------------------------------------------------- allocation
+def test_allocation_argmax_is_argmin_of_usage():
+    torch.manual_seed(3)
+    usage = torch.rand(50, 8)
+    allocation = allocation_weights(usage)
+    assert (allocation.argmax(-1) == usage.argmin(-1)).all()
+    assert (allocation >= 0).all() and (allocation.sum(-1) <= 1 + 1e-6).all()
+    # allocation is larger for less used slots
+    order = usage.argsort(-1)
+    assert (allocation.gather(-1, order).diff(dim=-1) <= 1e-7).all()
+
+
+def test_allocation_ties_are_broken_stably():
+    allocation = allocation_weights(torch.zeros(N))
+    assert allocation.argmax() == 0
+    torch.testing.assert_close(allocation, one_hot(0))
+    usage = torch.tensor([0.5, 0.2, 0.9, 0.2, 0.2])
+    torch.testing.assert_close(allocation_weights(usage)[1], torch.tensor(0.8))
+    assert allocation_weights(usage).argmax() == 1
+    # three full-strength write heads take the tied slots in index order
+    allocations = write_allocation_weights(torch.zeros(N), torch.ones(3))
+    torch.testing.assert_close(allocations, torch.eye(N)[:3])
+    allocations = write_allocation_weights(torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0]), torch.ones(3))
+    torch.testing.assert_close(allocations, torch.eye(N)[[1, 3, 4]])
+
+
+def test_write_head_with_gate_zero_leaves_next_allocation_unchanged():
+    torch.manual_seed(4)
+    usage = torch.rand(6, N)
+    allocations = write_allocation_weights(usage, torch.tensor([0.0, 0.8, 0.3]).expand(6, 3))
+    torch.testing.assert_close(allocations[:, 1], allocations[:, 0])
+    torch.testing.assert_close(allocations[:, 0], allocation_weights(usage))
+    assert not torch.allclose(allocations[:, 2], allocations[:, 1])
+
+
+def test_write_weights_sum_to_the_write_gate_when_allocation_is_full():
+    torch.manual_seed(5)
+    usage = torch.rand(6, N)
+    usage[:, 1] = 0.0  # a free slot: the allocation sums to one
+    allocation = write_allocation_weights(usage, torch.zeros(6, 1))
+    content = torch.softmax(torch.randn(6, 1, N), -1)
+    g_a, g_w = torch.rand(6, 1), torch.rand(6, 1)
+    w = write_weights(allocation, content, g_a, g_w)
+    torch.testing.assert_close(w.sum(-1), g_w, atol=1e-5, rtol=0)
+    # through the module: an empty memory has free slots for every head
+    memory = make_memory(2)
+    h = torch.randn(6, C)
+    out = memory(memory.initial_state((6,)), h, torch.randn(6, Z))
+    gates = memory.split_interface(h)["write_gates"]
+    torch.testing.assert_close(out.state.write_weights.sum(-1), gates, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- numerics
+def test_no_nan_in_outputs_or_gradients_with_all_zero_memory():
+    memory = make_memory(2)
+    h = torch.zeros(3, C, requires_grad=True)
+    z = torch.zeros(3, Z, requires_grad=True)
+    state = memory.initial_state((3,))
+    outputs = []
+    for _ in range(3):
+        out = memory(state, h, z)
+        state = out.state
+        outputs.append(out)
+    loss = sum(out.read.sum() + out.weights.sum() + sum(t.sum() for t in out.state)
+               for out in outputs)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for grad in [h.grad, z.grad] + [p.grad for p in memory.parameters()]:
+        assert grad is not None and torch.isfinite(grad).all()
+
+
+def test_gradcheck_allocation_float64_at_distinct_usages():
+    usage = torch.tensor([[0.3, 0.05, 0.9, 0.6, 0.0], [0.1, 0.2, 0.4, 0.8, 0.95]],
+                         dtype=torch.float64, requires_grad=True)
+    gates = torch.tensor([[0.7, 0.4], [0.9, 0.1]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(allocation_weights, (usage,))
+    assert torch.autograd.gradcheck(write_allocation_weights, (usage, gates))
+    # the gradient stays finite on an empty memory (all usages tied at 0)
+    empty = torch.zeros(N, requires_grad=True)
+    write_allocation_weights(empty, torch.ones(2)).pow(2).sum().backward()
+    assert torch.isfinite(empty.grad).all()
+
+
+def test_gradcheck_module_step_float64():
+    memory = make_memory(2, dtype=torch.float64)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        state = run_steps(memory, memory.initial_state((1,), dtype=torch.float64), 3, (1,),
+                          generator=g)[-1].state
+    # distinct usages keep the sort (a permutation) fixed under the finite differences
+    state = state._replace(usage=torch.tensor([[0.1, 0.3, 0.5, 0.7, 0.9]], dtype=torch.float64))
+    h = torch.randn(1, C, dtype=torch.float64, generator=g, requires_grad=True)
+    z = torch.randn(1, Z, dtype=torch.float64, generator=g, requires_grad=True)
+    mem = state.memory.clone().requires_grad_(True)
+    link = state.link.clone().requires_grad_(True)
+
+    def step(h, z, mem, link):
+        out = memory(state._replace(memory=mem, link=link), h, z)
+        return out.read, out.state.memory, out.state.link, out.state.usage
+
+    assert torch.autograd.gradcheck(step, (h, z, mem, link))
+
+
+def test_batch_of_b_equals_b_runs_of_one():
+    memory = make_memory(2)
+    torch.manual_seed(7)
+    hs = 3 * torch.randn(4, 2, 3, C)  # [steps, particles, batch, C]
+    zs = torch.randn(4, 2, 3, Z)
+    state = memory.initial_state((2, 3))
+    batched = []
+    for h, z in zip(hs, zs, strict=True):
+        out = memory(state, h, z)
+        state = out.state
+        batched.append(out)
+    for i in range(2):
+        for j in range(3):
+            state = memory.initial_state((1,))
+            for t in range(4):
+                out = memory(state, hs[t, i, j : j + 1], zs[t, i, j : j + 1])
+                state = out.state
+                torch.testing.assert_close(out.read[0], batched[t].read[i, j])
+                for a, b in zip(out.state, batched[t].state, strict=True):
+                    torch.testing.assert_close(a[0], b[i, j])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cpu_equals_cuda():
+    memory = make_memory(2, dtype=torch.float64)
+    g = torch.Generator().manual_seed(8)
+    hs = 3 * torch.randn(4, 5, C, dtype=torch.float64, generator=g)
+    zs = torch.randn(4, 5, Z, dtype=torch.float64, generator=g)
+    results = []
+    for device in ("cpu", "cuda"):
+        memory = memory.to(device)
+        state = memory.initial_state((5,), device=device, dtype=torch.float64)
+        for h, z in zip(hs, zs, strict=True):
+            out = memory(state, h.to(device), z.to(device))
+            state = out.state
+        results.append([out.read.cpu()] + [t.cpu() for t in state])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_slots"):
+        DNCMemory(Z, C, num_slots=0)
+    with pytest.raises(ValueError, match="num_write_heads"):
+        DNCMemory(Z, C, num_write_heads=0)
+    memory = make_memory()
+    with pytest.raises(ValueError, match="controller_output"):
+        memory(memory.initial_state((2,)), torch.randn(2, C + 1), torch.randn(2, Z))
+    with pytest.raises(ValueError, match="latent"):
+        memory(memory.initial_state((2,)), torch.randn(2, C), torch.randn(2, Z + 1))
+
+
+# ----------------------------------------------------------------------------- in a GTM
+def small_gtm():
+    torch.manual_seed(0)
+    return build_gtm(
+        DNCMemory, frame_shape=(1, 1, 8), latent_size=Z, controller_size=C, feature_size=8,
+        num_slots=N, word_size=W, num_read_heads=R, num_write_heads=1,
+    )
+
+
+def test_gtm_with_dnc_memory_takes_svi_steps():
+    pyro.clear_param_store()
+    gtm = small_gtm()
+    x = torch.bernoulli(torch.full((3, 4, 1, 1, 8), 0.4))
+    svi = SVI(gtm.model, gtm.guide, Adam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=2))
+    before = [p.detach().clone() for p in gtm.memory.parameters()]
+    losses = [svi.step(x) for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in losses)
+    assert any(not torch.equal(a, b) for a, b in zip(before, gtm.memory.parameters(), strict=True))
+    pyro.clear_param_store()
+
+
+def test_gtm_with_dnc_memory_runs_under_a_particle_plate():
+    gtm = small_gtm()
+    x = torch.bernoulli(torch.full((3, 4, 1, 1, 8), 0.4))
+    with pyro.plate("particles", 5, dim=-3):
+        guide_trace = poutine.trace(gtm.guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(gtm.model, guide_trace)).get_trace(x)
+    model_trace.compute_log_prob()
+    for t in range(4):
+        assert model_trace.nodes[f"z_{t}"]["value"].shape == (5, 3, 1, Z)
+    assert model_trace.nodes["x"]["log_prob"].shape == (5, 3, 4)
+    assert torch.isfinite(model_trace.log_prob_sum())
+
+
+def test_default_sizes_match_the_introspective_gtm_within_five_percent():
+    memory = DNCMemory(32, 256)
+    assert (memory.num_slots, memory.word_size, memory.num_read_heads) == (32, 32, 5)
+    assert memory.num_slots >= 25 and memory.read_size == 160
+    dnc = count_parameters(build_gtm(DNCMemory, sequence_length=25))
+    introspective = count_parameters(build_gtm("introspective", sequence_length=15))
+    assert abs(dnc - introspective) / introspective < 0.05
