@@ -7,6 +7,7 @@ folder: ``checkpoint.pt``, ``log.csv``, ``results.json`` and the pictures ``samp
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -16,15 +17,56 @@ from typing import Any
 import pyro
 import torch
 
+from pgtm.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pgtm.inference.evaluate import evaluate, save_json
 from pgtm.inference.train import TrainConfig, train
 from pgtm.models import build_gtm, count_parameters
 from pgtm.plotting import plot_read_weights, plot_step_curves, save_sequences
+from pgtm.tasks import make_task
+
+RUN_SPEC = "run.json"
 
 #: the per-model numbers every ``summary.json`` holds
 SUMMARY_KEYS = (
     "recall_kl", "prerecall_kl", "elbo", "iwae", "iwae_k", "steps", "seconds", "parameters",
 )
+
+
+def save_run_spec(out_dir, args, task, memory: str, model_options: dict) -> None:
+    """Write ``run.json``: how to rebuild the task and the model of a run (for ``pgtm
+    evaluate``/``pgtm sample``)."""
+    spec = {
+        "task": {
+            "name": task.name,
+            "binarize": getattr(task, "binarize", "dynamic"),
+            "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),
+            "options": {k: getattr(task, k) for k in task.options},
+        },
+        "model": memory,
+        "model_options": model_options,
+    }
+    save_json(spec, Path(out_dir) / RUN_SPEC)
+
+
+def load_run(run_dir, device: str = "cpu", data_dir=None):
+    """Rebuild ``(gtm, task)`` of a run folder from ``run.json`` and ``checkpoint.pt``.
+
+    :param data_dir: overrides the data folder recorded in the run.
+    """
+    run = Path(run_dir)
+    for name in (RUN_SPEC, CHECKPOINT_NAME):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run / name} not found: RUN_DIR must be a folder written by "
+                                    "'pgtm train'")
+    spec = json.loads((run / RUN_SPEC).read_text())
+    task_spec = spec["task"]
+    task = make_task(
+        task_spec["name"], data_dir=data_dir or task_spec["data_dir"],
+        binarize=task_spec["binarize"], **task_spec["options"],
+    )
+    gtm = build_for_task(spec["model"], task, **spec["model_options"])
+    gtm.load_state_dict(load_checkpoint(run / CHECKPOINT_NAME)["module"])
+    return gtm.to(device).eval(), task
 
 
 def default_likelihood(task) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pgtm.memories.base import NoMemory
 from pgtm.memories.dnc import DNCMemory
 from pgtm.memories.introspective import IntrospectiveMemory
+from pgtm.memories.lru import LRUMemory
+from pgtm.memories.ntm import NTMMemory
 from pgtm.models.gtm import GTM
 from pgtm.models.likelihoods import LIKELIHOODS
 from pgtm.models.posteriors import POSTERIORS
@@ -24,7 +26,15 @@ from pgtm.networks import (
     MLPEncoder,
 )
 
-MEMORIES = {"vrnn": NoMemory, "introspective": IntrospectiveMemory, "dnc": DNCMemory}
+MEMORIES = {
+    "vrnn": NoMemory,
+    "introspective": IntrospectiveMemory,
+    "ntm": NTMMemory,
+    "lru": LRUMemory,
+    "dnc": DNCMemory,
+}
+#: memories whose number of slots defaults to at least the sequence length
+_SLOTS_FROM_LENGTH = {IntrospectiveMemory: 0, NTMMemory: 32, LRUMemory: 32, DNCMemory: 32}
 NETWORKS = ("conv", "mlp")
 
 
@@ -58,12 +68,13 @@ def build_gtm(
 ) -> GTM:
     """Build a GTM with default sizes from the paper (latent 32, LSTM 256, 5 read heads).
 
-    :param memory: ``"vrnn"`` (no memory), ``"introspective"`` or a
+    :param memory: ``"vrnn"`` (no memory), ``"introspective"``, ``"ntm"``, ``"lru"``,
+        ``"dnc"`` or a
         :class:`~pgtm.memories.base.Memory` subclass taking ``(latent_size=, controller_size=,
         **memory_options)``.
     :param frame_shape: frame shape; ``(1, 28, 28)`` uses convolutional networks by default.
-    :param sequence_length: :math:`T`; the Introspective buffer keeps that many latents unless
-        ``num_slots`` is given.
+    :param sequence_length: :math:`T`; the Introspective buffer keeps that many latents and the
+        content-addressed memories get ``max(32, T)`` slots, unless ``num_slots`` is given.
     :param network: ``"conv"``, ``"mlp"`` or ``"auto"`` (conv for 28x28 frames).
     :param prior: name in :data:`~pgtm.models.priors.PRIORS` or a ``Prior`` subclass.
     :param posterior: name in :data:`~pgtm.models.posteriors.POSTERIORS` or a subclass.
@@ -84,10 +95,10 @@ def build_gtm(
     for name, value in (("latent_size", latent_size), ("controller_size", controller_size)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    if memory_cls is IntrospectiveMemory and "num_slots" not in memory_options:
+    if memory_cls in _SLOTS_FROM_LENGTH and "num_slots" not in memory_options:
         if sequence_length is None:
-            raise ValueError("the introspective memory needs sequence_length (or num_slots)")
-        memory_options["num_slots"] = sequence_length
+            raise ValueError(f"memory {memory!r} needs sequence_length (or num_slots)")
+        memory_options["num_slots"] = max(_SLOTS_FROM_LENGTH[memory_cls], sequence_length)
 
     mem = memory_cls(latent_size=latent_size, controller_size=controller_size, **memory_options)
     controller = LSTMController(

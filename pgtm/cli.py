@@ -127,9 +127,6 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
 #: command name -> registration function.  Add new commands here.
 COMMANDS: dict[str, Register] = {
     "data": _register_data,
-    # "train": <owner adds: register function adding `pgtm train ...`>,
-    # "evaluate": <owner adds: register function adding `pgtm evaluate ...`>,
-    # "sample": <owner adds: register function adding `pgtm sample ...`>,
 }
 
 
@@ -140,6 +137,10 @@ def register_command(name: str, register: Register) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command in :data:`COMMANDS`."""
+    from .commands import REGISTER
+
+    for name, register in REGISTER.items():
+        COMMANDS.setdefault(name, register)
     parser = argparse.ArgumentParser(
         prog="pgtm", description="Generative temporal models with memory (Pyro)."
     )

@@ -93,6 +93,7 @@ _MNIST_FILES = {
 _BIN_NPZ = "binarized_mnist_larochelle.npz"
 _OMNI_NPZ = "omniglot_105_uint8.npz"
 _OMNI_SETS = {"train": "background", "test": "evaluation"}
+_N_BACKGROUND_CHARS = 964
 
 
 class ImageSet(NamedTuple):
@@ -346,9 +347,13 @@ def _cached_omniglot(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     offset = 0
     if p.is_dir():
         raw, _ = _omniglot_pngs(p)
-        if split == "test":
+        if split == "test":  # global ids continue after the background characters
             bg = p.parent / "images_background"
-            offset = sum(1 for a in bg.iterdir() if a.is_dir() for _ in a.iterdir() if _.is_dir())
+            offset = (
+                sum(1 for a in bg.iterdir() if a.is_dir() for c in a.iterdir() if c.is_dir())
+                if bg.is_dir()
+                else _N_BACKGROUND_CHARS
+            )
     else:
         with np.load(p) as f:
             raw = f[_OMNI_SETS[split]]

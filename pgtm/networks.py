@@ -40,12 +40,12 @@ class ConvEncoder(nn.Module):
         self.feature_size = feature_size
         self.net = nn.Sequential(
             nn.Conv2d(1, channels, 4, stride=2, padding=1),
-            nn.ELU(),
+            nn.ReLU(),
             nn.Conv2d(channels, channels, 4, stride=2, padding=1),
-            nn.ELU(),
+            nn.ReLU(),
             nn.Flatten(),
             nn.Linear(channels * 7 * 7, feature_size),
-            nn.ELU(),
+            nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,10 +62,10 @@ class ConvDecoder(nn.Module):
         super().__init__()
         self.frame_shape = IMAGE_SHAPE
         self.channels = channels
-        self.linear = nn.Sequential(nn.Linear(input_size, channels * 7 * 7), nn.ELU())
+        self.linear = nn.Sequential(nn.Linear(input_size, channels * 7 * 7), nn.ReLU())
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1),
-            nn.ELU(),
+            nn.ReLU(),
             nn.ConvTranspose2d(channels, 1, 4, stride=2, padding=1),
         )
 
@@ -86,9 +86,9 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(math.prod(self.frame_shape), hidden_size),
-            nn.ELU(),
+            nn.ReLU(),
             nn.Linear(hidden_size, feature_size),
-            nn.ELU(),
+            nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class MLPDecoder(nn.Module):
         self.frame_shape = _check_frame_shape(frame_shape)
         self.net = nn.Sequential(
             nn.Linear(input_size, hidden_size),
-            nn.ELU(),
+            nn.ReLU(),
             nn.Linear(hidden_size, math.prod(self.frame_shape)),
         )
 

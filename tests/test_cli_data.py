@@ -24,6 +24,8 @@ except ImportError:  # ... unless someone adds tests/__init__.py
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# real data for the optional test (read before the autouse fixture clears the variable)
+FULL_DATA = Path(os.environ.get("PGTM_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +87,7 @@ def test_preview_one_shot_fake_omniglot(omniglot_dir, tmp_path, capsys):
 
 
 def test_preview_one_shot_full_data(tmp_path, capsys):
-    d = Path(os.environ.get("PGTM_DATA_DIR") or REPO.parent / "shared" / "data")
+    d = FULL_DATA
     if not (d / "omniglot" / "omniglot_105_uint8.npz").is_file():
         pytest.skip("Omniglot data not available")
     out = tmp_path / "one-shot.png"
@@ -93,6 +95,7 @@ def test_preview_one_shot_full_data(tmp_path, capsys):
     assert_png(out)
 
 
+@pytest.mark.filterwarnings("ignore:full MNIST not found")
 def test_preview_layout_and_recall_marking(tmp_path):
     task = make_task("perfect-recall", binarize="none", prerecall_length=4, recall_length=2)
     batch = task.sample(2, "train", torch.Generator().manual_seed(0))

@@ -1,0 +1,192 @@
+"""``pgtm train``, ``pgtm evaluate`` and ``pgtm sample`` (registered in :mod:`pgtm.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pgtm.cli import add_data_options, add_task_options, task_from_args
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from pgtm.models import LIKELIHOODS, MEMORIES, POSTERIORS, PRIORS
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="introspective", choices=sorted(MEMORIES),
+                       help="memory of the GTM (vrnn = none); default introspective")
+    group.add_argument("--prior", default="learned-gaussian", choices=sorted(PRIORS))
+    group.add_argument("--posterior", default="gaussian", choices=sorted(POSTERIORS))
+    group.add_argument("--likelihood", default=None, choices=sorted(LIKELIHOODS),
+                       help="default: bernoulli for binarised frames, else continuous-bernoulli")
+    group.add_argument("--latent-size", type=int, default=32)
+    group.add_argument("--controller-size", type=int, default=256)
+    group.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"))
+    group.add_argument("--num-heads", type=int, default=None, help="memory read heads")
+    group.add_argument("--weighting", default=None,
+                       choices=("softplus", "softmax", "unnormalised"),
+                       help="introspective read weights (default softplus)")
+    group.add_argument("--sparsity", type=float, default=None,
+                       help="introspective l1/2 penalty alpha (default 0)")
+    group.add_argument("--orthogonal-init", action="store_true",
+                       help="orthogonal initialisation of the controller's recurrent matrix")
+
+
+def model_options_from_args(args) -> dict:
+    options = {
+        "prior": args.prior,
+        "posterior": args.posterior,
+        "latent_size": args.latent_size,
+        "controller_size": args.controller_size,
+        "network": args.network,
+        "orthogonal_init": args.orthogonal_init,
+    }
+    if args.likelihood is not None:
+        options["likelihood"] = args.likelihood
+    if args.num_heads is not None:
+        key = "num_read_heads" if args.model == "dnc" else "num_heads"
+        options[key] = args.num_heads
+    for name in ("weighting", "sparsity"):
+        if getattr(args, name) is not None:
+            if args.model != "introspective":
+                raise ValueError(f"--{name} applies to --model introspective only")
+            options[name] = getattr(args, name)
+    return options
+
+
+def _cmd_train(args) -> int:
+    import torch
+
+    from pgtm.inference.experiment import run_experiment, save_run_spec
+    from pgtm.inference.train import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = task_from_args(args)
+    options = model_options_from_args(args)
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        clip_norm=args.clip_norm, elbo=args.elbo, kl_anneal_steps=args.kl_anneal_steps,
+        device=args.device, seed=args.seed, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every, out_dir=args.out,
+        progress=not args.no_progress,
+    )
+    save_run_spec(args.out, args, task, args.model, options)
+    summary = run_experiment(
+        args.model, task, config, eval_sequences=args.eval_sequences,
+        iwae_particles=args.iwae_particles, model_options=options, resume=not args.restart,
+    )
+    _print_summary(summary, args.out)
+    return 0
+
+
+def _print_summary(summary: dict, out: str) -> None:
+    keys = ("recall_kl", "prerecall_kl", "elbo", "iwae", "iwae_k", "steps", "seconds",
+            "parameters", "khat_max")
+    print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
+    print(f"results, checkpoint and pictures in {out}/")
+
+
+def _register_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a GTM on a task with SVI, then evaluate it (ELBO, IWAE, KL)")
+    add_task_options(parser)
+    add_data_options(parser)
+    _add_model_options(parser)
+    group = parser.add_argument_group("training")
+    group.add_argument("--out", required=True, metavar="DIR",
+                       help="run folder: checkpoint, log, results, pictures")
+    group.add_argument("--steps", type=int, default=1000)
+    group.add_argument("--batch-size", type=int, default=32)
+    group.add_argument("--learning-rate", type=float, default=1e-3)
+    group.add_argument("--clip-norm", type=float, default=10.0)
+    group.add_argument("--elbo", default="trace", choices=("trace", "meanfield"))
+    group.add_argument("--kl-anneal-steps", type=int, default=0)
+    group.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--eval-every", type=int, default=250)
+    group.add_argument("--checkpoint-every", type=int, default=250)
+    group.add_argument("--log-every", type=int, default=10)
+    group.add_argument("--eval-sequences", type=int, default=64,
+                       help="held-out sequences of the final evaluation")
+    group.add_argument("--iwae-particles", type=int, default=100)
+    group.add_argument("--restart", action="store_true",
+                       help="start afresh instead of resuming from DIR/checkpoint.pt")
+    group.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=_cmd_train)
+
+
+def _cmd_evaluate(args) -> int:
+    from pgtm.inference.evaluate import save_json
+    from pgtm.inference.experiment import evaluate_gtm, load_run, test_batch
+
+    gtm, task = load_run(args.run, device=args.device, data_dir=args.data_dir)
+    if args.particles < 1:
+        raise ValueError(f"--particles must be >= 1, got {args.particles}")
+    results = evaluate_gtm(gtm, test_batch(task, args.sequences), args.particles,
+                           chunk_size=args.chunk_size, seed=args.seed)
+    out = args.out or f"{args.run}/evaluation_k{args.particles}.json"
+    save_json(results, out)
+    keys = ("elbo_mean", "iwae_mean", "recall_kl", "prerecall_kl", "kl_mean", "nll_mean",
+            "penalty", "khat_max", "khat_reading")
+    print(json.dumps({k: results.get(k) for k in keys}, indent=1))
+    print(f"per-sequence and per-step results in {out}")
+    return 0
+
+
+def _register_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="ELBO, IWAE (K particles), per-step KL and PSIS k-hat of a trained run")
+    parser.add_argument("run", metavar="RUN_DIR", help="folder written by pgtm train")
+    parser.add_argument("--particles", type=int, default=1000, help="K (default 1000)")
+    parser.add_argument("--chunk-size", type=int, default=100)
+    parser.add_argument("--sequences", type=int, default=64, help="held-out sequences")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None, help="override the run's data folder")
+    parser.add_argument("--out", default=None, metavar="FILE.json")
+    parser.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_sample(args) -> int:
+    import torch
+
+    from pgtm.inference.experiment import load_run, test_batch
+    from pgtm.plotting import plot_read_weights, save_sequences
+
+    gtm, task = load_run(args.run, device=args.device, data_dir=args.data_dir)
+    if not 0 <= args.observe <= task.length:
+        raise ValueError(f"--observe must be in [0, {task.length}], got {args.observe}")
+    torch.manual_seed(args.seed)
+    batch = test_batch(task, args.num, seed=args.seed)
+    device = next(gtm.parameters()).device
+    c = None if batch.c is None else batch.c.to(device)
+    out = gtm.generate(task.length, x=batch.x.to(device), c=c, observed_steps=args.observe)
+    highlight = torch.arange(task.length) >= args.observe
+    rows = [batch.x, out.frames] if args.observe else [out.frames]
+    save_sequences(args.out, rows, highlight)
+    print(f"wrote {args.out}: " + ("data rows, then " if args.observe else "")
+          + f"samples (first {args.observe} frames observed, the rest generated, in red)")
+    if out.weights is not None:
+        heat_map = args.out.rsplit(".", 1)[0] + "_read_weights.png"
+        gates = None if out.gates is None else out.gates[0]
+        plot_read_weights(heat_map, out.weights[0], gates, title="read weights, sequence 0")
+        print(f"wrote {heat_map}")
+    return 0
+
+
+def _register_sample(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sample", help="generate sequences from a trained run (optionally observing a prefix)")
+    parser.add_argument("run", metavar="RUN_DIR", help="folder written by pgtm train")
+    parser.add_argument("--out", required=True, metavar="FILE.png")
+    parser.add_argument("--observe", type=int, default=0,
+                        help="observe the first N frames of held-out sequences, generate the rest")
+    parser.add_argument("--num", type=int, default=8, help="number of sequences")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None, help="override the run's data folder")
+    parser.set_defaults(func=_cmd_sample)
+
+
+REGISTER = {"train": _register_train, "evaluate": _register_evaluate, "sample": _register_sample}
