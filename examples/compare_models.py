@@ -1,13 +1,15 @@
 """Train and evaluate several GTMs on one task at the same budget; write the comparison.
 
-Writes ``<out>/<model>/`` (checkpoint, log, pictures, results.json) for every model, then
+Writes ``<out>/<model>/`` (checkpoint, log, pictures, results.json) for every model, then, over
+every model found in ``<out>`` (so separate processes, e.g. one per core, can share it),
 ``<out>/summary.json`` (model -> recall_kl, prerecall_kl, elbo, iwae, iwae_k, steps, seconds,
 parameters), ``<out>/summary.md`` and ``<out>/kl_per_step.png``.
 
 The issue's perfect-recall experiment (the README quotes its numbers)::
 
     python examples/compare_models.py perfect-recall --models vrnn introspective \\
-        --steps 3000 --out results/perfect_recall --data-dir ../shared/data
+        --network mlp --steps 6000 --threads 1 --out results/perfect_recall \\
+        --data-dir ../shared/data
 
 Re-running continues each model from its checkpoint (``--steps`` is the total).
 """
@@ -15,6 +17,8 @@ Re-running continues each model from its checkpoint (``--steps`` is the total).
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 
@@ -39,6 +43,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"),
+                        help="encoder/decoder (auto: conv for 28x28 frames)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("-l", "--prerecall-length", type=int, default=None)
     parser.add_argument("-k", "--recall-length", type=int, default=None)
@@ -47,18 +53,24 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     task = make_task(args.task, data_dir=args.data_dir, prerecall_length=args.prerecall_length,
                      recall_length=args.recall_length)
-    summaries = {}
     for memory in args.models:
         config = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
             eval_every=args.eval_every, checkpoint_every=args.eval_every, log_every=50,
             seed=args.seed, device=args.device, out_dir=f"{args.out}/{memory}",
         )
-        summaries[memory] = run_experiment(
+        summary = run_experiment(
             memory, task, config, eval_sequences=args.eval_sequences,
-            iwae_particles=args.iwae_particles,
+            iwae_particles=args.iwae_particles, model_options={"network": args.network},
+            data_dir=args.data_dir,
         )
-        print(memory, {k: summaries[memory][k] for k in ("recall_kl", "prerecall_kl", "iwae")})
+        print(memory, {k: summary[k] for k in ("recall_kl", "prerecall_kl", "iwae")})
+    # every model run so far into --out (several processes may share it, one model each)
+    summaries = {
+        memory: json.loads(path.read_text())
+        for memory in MEMORIES
+        if (path := Path(args.out) / memory / "results.json").is_file()
+    }
     write_summary(summaries, args.out, task.name)
     print(open(f"{args.out}/summary.md").read())
 

@@ -32,18 +32,24 @@ SUMMARY_KEYS = (
 )
 
 
-def save_run_spec(out_dir, args, task, memory: str, model_options: dict) -> None:
+def _name(part) -> str:
+    """A part given by name stays a name; a user's class is recorded by its qualified name
+    (which :func:`load_run` then reports as unknown: such runs are rebuilt by their script)."""
+    return part if isinstance(part, str) else f"{part.__module__}.{part.__qualname__}"
+
+
+def save_run_spec(out_dir, task, memory, model_options: dict, data_dir=None) -> None:
     """Write ``run.json``: how to rebuild the task and the model of a run (for ``pgtm
     evaluate``/``pgtm sample``)."""
     spec = {
         "task": {
             "name": task.name,
             "binarize": getattr(task, "binarize", "dynamic"),
-            "data_dir": None if args.data_dir is None else os.path.abspath(args.data_dir),
+            "data_dir": None if data_dir is None else os.path.abspath(data_dir),
             "options": {k: getattr(task, k) for k in task.options},
         },
-        "model": memory,
-        "model_options": model_options,
+        "model": _name(memory),
+        "model_options": {k: v if _plain(v) else _name(v) for k, v in model_options.items()},
     }
     save_json(spec, Path(out_dir) / RUN_SPEC)
 
@@ -123,6 +129,7 @@ def run_experiment(
     progress_eval_sequences: int = 32,
     model_options: dict[str, Any] | None = None,
     resume: bool = True,
+    data_dir=None,
 ) -> dict[str, Any]:
     """Train ``memory``'s GTM on ``task`` and evaluate it on held-out sequences.
 
@@ -131,14 +138,17 @@ def run_experiment(
     :param eval_sequences: held-out sequences for the final evaluation.
     :param iwae_particles: :math:`K` of the final importance-weighted bound.
     :param progress_eval_sequences: held-out sequences for the periodic evaluation (1 particle).
+    :param data_dir: the task's data folder, recorded in ``run.json``.
     :returns: the results dict (also saved as ``results.json``): the keys of
         :data:`SUMMARY_KEYS`, per-step ``kl``/``nll``, ``khat`` diagnostics and the training curve.
     """
     if config.out_dir is None:
         raise ValueError("config.out_dir must be set: run_experiment writes its results there")
     out = Path(config.out_dir)
+    model_options = dict(model_options or {})
     pyro.set_rng_seed(config.seed)
-    gtm = build_for_task(memory, task, **(model_options or {}))
+    gtm = build_for_task(memory, task, **model_options)
+    save_run_spec(out, task, memory, model_options, data_dir)
     parameters = count_parameters(gtm)
     progress_batch = test_batch(task, progress_eval_sequences)
 
@@ -156,7 +166,7 @@ def run_experiment(
     recall = final_batch.recall[0]
     write_pictures(gtm, task, final_batch, r, out, device, title=f"{memory} on {task.name}")
     summary = {
-        "model": memory if isinstance(memory, str) else memory.__name__,
+        "model": _name(memory),
         "task": task.name,
         "recall_kl": r["recall_kl"],
         "prerecall_kl": r["prerecall_kl"],
@@ -176,7 +186,7 @@ def run_experiment(
         "khat_mean": r["khat_mean"],
         "khat_reading": r["khat_reading"],
         "config": config.to_dict(),
-        "model_options": {k: v for k, v in (model_options or {}).items() if _plain(v)},
+        "model_options": {k: v if _plain(v) else _name(v) for k, v in model_options.items()},
     }
     save_json(summary, out / "results.json")
     return summary

@@ -56,7 +56,7 @@ def model_options_from_args(args) -> dict:
 def _cmd_train(args) -> int:
     import torch
 
-    from pgtm.inference.experiment import run_experiment, save_run_spec
+    from pgtm.inference.experiment import run_experiment
     from pgtm.inference.train import TrainConfig
 
     if args.threads:
@@ -70,10 +70,10 @@ def _cmd_train(args) -> int:
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, out_dir=args.out,
         progress=not args.no_progress,
     )
-    save_run_spec(args.out, args, task, args.model, options)
     summary = run_experiment(
         args.model, task, config, eval_sequences=args.eval_sequences,
         iwae_particles=args.iwae_particles, model_options=options, resume=not args.restart,
+        data_dir=args.data_dir,
     )
     _print_summary(summary, args.out)
     return 0
@@ -134,16 +134,21 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _register_evaluate(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate", help="ELBO, IWAE (K particles), per-step KL and PSIS k-hat of a trained run")
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The trained run to load, and where."""
     parser.add_argument("run", metavar="RUN_DIR", help="folder written by pgtm train")
-    parser.add_argument("--particles", type=int, default=1000, help="K (default 1000)")
-    parser.add_argument("--chunk-size", type=int, default=100)
-    parser.add_argument("--sequences", type=int, default=64, help="held-out sequences")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None, help="override the run's data folder")
+
+
+def _register_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="ELBO, IWAE (K particles), per-step KL and PSIS k-hat of a trained run")
+    _add_run_options(parser)
+    parser.add_argument("--particles", type=int, default=1000, help="K (default 1000)")
+    parser.add_argument("--chunk-size", type=int, default=100)
+    parser.add_argument("--sequences", type=int, default=64, help="held-out sequences")
     parser.add_argument("--out", default=None, metavar="FILE.json")
     parser.set_defaults(func=_cmd_evaluate)
 
@@ -178,14 +183,11 @@ def _cmd_sample(args) -> int:
 def _register_sample(subparsers) -> None:
     parser = subparsers.add_parser(
         "sample", help="generate sequences from a trained run (optionally observing a prefix)")
-    parser.add_argument("run", metavar="RUN_DIR", help="folder written by pgtm train")
+    _add_run_options(parser)
     parser.add_argument("--out", required=True, metavar="FILE.png")
     parser.add_argument("--observe", type=int, default=0,
                         help="observe the first N frames of held-out sequences, generate the rest")
     parser.add_argument("--num", type=int, default=8, help="number of sequences")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data-dir", default=None, help="override the run's data folder")
     parser.set_defaults(func=_cmd_sample)
 
 

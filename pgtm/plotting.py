@@ -87,17 +87,19 @@ def plot_read_weights(path, weights: torch.Tensor, gates: torch.Tensor | None = 
     """
     weights = weights.detach().cpu()
     steps, heads, _ = weights.shape
-    fig, axes = plt.subplots(1, heads, figsize=(2.6 * heads, 3.0), squeeze=False)
+    fig, axes = plt.subplots(
+        1, heads, figsize=(2.4 * heads + 1.0, 3.2), squeeze=False, layout="constrained"
+    )
     for r, ax in enumerate(axes[0]):
         shown = weights[:, r, :]
         if gates is not None:
             shown = shown * gates.detach().cpu()[:, r : r + 1]
         image = ax.imshow(shown.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis")
-        ax.set_title(f"head {r}" + (" (x gate)" if gates is not None else ""))
+        ax.set_title(f"head {r}" + (" × gate" if gates is not None else ""), fontsize=10)
         ax.set_xlabel("time step")
         if r == 0:
             ax.set_ylabel("memory slot")
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9, label="weight")
     if title:
         fig.suptitle(title)
     fig.savefig(_prepare(path), dpi=110)

@@ -1,11 +1,10 @@
-"""Invariants of the DNC memory (usage, allocation, temporal links, read modes, GTM use)."""
+"""Invariants of the DNC memory (usage, allocation, temporal links, read modes).
 
-import pyro
-import pyro.poutine as poutine
+Shapes, batching, numerics and GTM use of every memory: ``test_memory_interface.py``.
+"""
+
 import pytest
 import torch
-from pyro.infer import SVI, Trace_ELBO
-from pyro.optim import Adam
 
 from pgtm.memories.dnc import (
     DNCMemory,
@@ -19,14 +18,13 @@ from pgtm.memories.dnc import (
     write_allocation_weights,
     write_weights,
 )
-from pgtm.models import build_gtm, count_parameters
 
 Z, C, N, W, R = 3, 6, 5, 4, 2
 
 
 def make_memory(num_write_heads=1, dtype=torch.float32, seed=0, **kwargs):
     torch.manual_seed(seed)
-    options = {"num_slots": N, "word_size": W, "num_read_heads": R}
+    options = {"num_slots": N, "word_size": W, "num_heads": R}
     options.update(kwargs)
     return DNCMemory(Z, C, num_write_heads=num_write_heads, **options).to(dtype)
 
@@ -47,35 +45,6 @@ def one_hot(index, size=N, dtype=torch.float32):
     return torch.nn.functional.one_hot(torch.tensor(index), size).to(dtype)
 
 
-# ----------------------------------------------------------------------------- shapes
-@pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
-@pytest.mark.parametrize("heads", [1, 2])
-def test_shapes(batch, heads):
-    memory = make_memory(heads)
-    state = memory.initial_state(batch)
-    out = run_steps(memory, state, 2, batch)[-1]
-    H = heads
-    assert memory.read_size == R * W
-    assert out.read.shape == batch + (R * W,)
-    assert out.weights.shape == batch + (R, N)
-    expected = DNCState(
-        batch + (N, W), batch + (N,), batch + (H, N, N), batch + (H, N), batch + (R, N),
-        batch + (H, N),
-    )
-    assert tuple(tuple(t.shape) for t in out.state) == expected
-    assert out.penalty is None and out.gates is None
-
-
-def test_state_broadcasts_against_a_new_particle_dimension():
-    memory = make_memory(2)
-    state = memory.initial_state((4, 1))  # [B, 1] before the first sample
-    out = memory(state, torch.randn(4, 1, C), torch.randn(7, 4, 1, Z))  # z: [K, B, 1, Z]
-    assert out.read.shape == (7, 4, 1, R * W)
-    assert out.state.link.shape == (7, 4, 1, 2, N, N)
-    out = memory(out.state, torch.randn(7, 4, 1, C), torch.randn(7, 4, 1, Z))
-    assert out.state.memory.shape == (7, 4, 1, N, W)
-
-
 # ----------------------------------------------------------------------------- links
 @pytest.mark.parametrize("heads", [1, 2])
 def test_link_precedence_usage_and_weights_stay_in_range_after_random_steps(heads):
@@ -84,6 +53,9 @@ def test_link_precedence_usage_and_weights_stay_in_range_after_random_steps(head
     tol = 1e-5
     for out in outputs:
         s = out.state
+        expected = DNCState((16, N, W), (16, N), (16, heads, N, N), (16, heads, N), (16, R, N),
+                            (16, heads, N))
+        assert tuple(tuple(t.shape) for t in s) == expected
         assert ((s.link >= 0) & (s.link <= 1 + tol)).all()
         assert torch.diagonal(s.link, dim1=-2, dim2=-1).abs().max() == 0
         assert (s.link.sum(-1) <= 1 + tol).all() and (s.link.sum(-2) <= 1 + tol).all()
@@ -124,7 +96,7 @@ def test_scripted_one_hot_writes_give_expected_links_and_directional_reads():
 
 def test_module_follows_links_through_written_slots():
     """Scripted gates: allocate a fresh slot per step, then read forward/backward from the first."""
-    memory = make_memory(1, num_read_heads=1)
+    memory = make_memory(1, num_heads=1)
     state = memory.initial_state((1,))
     written = []
     for _ in range(3):  # full allocation writes (free gates 0, no reads yet)
@@ -242,25 +214,6 @@ def test_write_weights_sum_to_the_write_gate_when_allocation_is_full():
     torch.testing.assert_close(out.state.write_weights.sum(-1), gates, atol=1e-5, rtol=0)
 
 
-# ----------------------------------------------------------------------------- numerics
-def test_no_nan_in_outputs_or_gradients_with_all_zero_memory():
-    memory = make_memory(2)
-    h = torch.zeros(3, C, requires_grad=True)
-    z = torch.zeros(3, Z, requires_grad=True)
-    state = memory.initial_state((3,))
-    outputs = []
-    for _ in range(3):
-        out = memory(state, h, z)
-        state = out.state
-        outputs.append(out)
-    loss = sum(out.read.sum() + out.weights.sum() + sum(t.sum() for t in out.state)
-               for out in outputs)
-    assert torch.isfinite(loss)
-    loss.backward()
-    for grad in [h.grad, z.grad] + [p.grad for p in memory.parameters()]:
-        assert grad is not None and torch.isfinite(grad).all()
-
-
 def test_gradcheck_allocation_float64_at_distinct_usages():
     usage = torch.tensor([[0.3, 0.05, 0.9, 0.6, 0.0], [0.1, 0.2, 0.4, 0.8, 0.95]],
                          dtype=torch.float64, requires_grad=True)
@@ -273,116 +226,15 @@ def test_gradcheck_allocation_float64_at_distinct_usages():
     assert torch.isfinite(empty.grad).all()
 
 
-def test_gradcheck_module_step_float64():
-    memory = make_memory(2, dtype=torch.float64)
-    g = torch.Generator().manual_seed(6)
-    with torch.no_grad():
-        state = run_steps(memory, memory.initial_state((1,), dtype=torch.float64), 3, (1,),
-                          generator=g)[-1].state
-    # distinct usages keep the sort (a permutation) fixed under the finite differences
-    state = state._replace(usage=torch.tensor([[0.1, 0.3, 0.5, 0.7, 0.9]], dtype=torch.float64))
-    h = torch.randn(1, C, dtype=torch.float64, generator=g, requires_grad=True)
-    z = torch.randn(1, Z, dtype=torch.float64, generator=g, requires_grad=True)
-    mem = state.memory.clone().requires_grad_(True)
-    link = state.link.clone().requires_grad_(True)
-
-    def step(h, z, mem, link):
-        out = memory(state._replace(memory=mem, link=link), h, z)
-        return out.read, out.state.memory, out.state.link, out.state.usage
-
-    assert torch.autograd.gradcheck(step, (h, z, mem, link))
-
-
-def test_batch_of_b_equals_b_runs_of_one():
-    memory = make_memory(2)
-    torch.manual_seed(7)
-    hs = 3 * torch.randn(4, 2, 3, C)  # [steps, particles, batch, C]
-    zs = torch.randn(4, 2, 3, Z)
-    state = memory.initial_state((2, 3))
-    batched = []
-    for h, z in zip(hs, zs, strict=True):
-        out = memory(state, h, z)
-        state = out.state
-        batched.append(out)
-    for i in range(2):
-        for j in range(3):
-            state = memory.initial_state((1,))
-            for t in range(4):
-                out = memory(state, hs[t, i, j : j + 1], zs[t, i, j : j + 1])
-                state = out.state
-                torch.testing.assert_close(out.read[0], batched[t].read[i, j])
-                for a, b in zip(out.state, batched[t].state, strict=True):
-                    torch.testing.assert_close(a[0], b[i, j])
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cpu_equals_cuda():
-    memory = make_memory(2, dtype=torch.float64)
-    g = torch.Generator().manual_seed(8)
-    hs = 3 * torch.randn(4, 5, C, dtype=torch.float64, generator=g)
-    zs = torch.randn(4, 5, Z, dtype=torch.float64, generator=g)
-    results = []
-    for device in ("cpu", "cuda"):
-        memory = memory.to(device)
-        state = memory.initial_state((5,), device=device, dtype=torch.float64)
-        for h, z in zip(hs, zs, strict=True):
-            out = memory(state, h.to(device), z.to(device))
-            state = out.state
-        results.append([out.read.cpu()] + [t.cpu() for t in state])
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(a, b)
-
-
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_slots"):
         DNCMemory(Z, C, num_slots=0)
     with pytest.raises(ValueError, match="num_write_heads"):
         DNCMemory(Z, C, num_write_heads=0)
-    memory = make_memory()
-    with pytest.raises(ValueError, match="controller_output"):
-        memory(memory.initial_state((2,)), torch.randn(2, C + 1), torch.randn(2, Z))
-    with pytest.raises(ValueError, match="latent"):
-        memory(memory.initial_state((2,)), torch.randn(2, C), torch.randn(2, Z + 1))
 
 
-# ----------------------------------------------------------------------------- in a GTM
-def small_gtm():
-    torch.manual_seed(0)
-    return build_gtm(
-        DNCMemory, frame_shape=(1, 1, 8), latent_size=Z, controller_size=C, feature_size=8,
-        num_slots=N, word_size=W, num_read_heads=R, num_write_heads=1,
-    )
-
-
-def test_gtm_with_dnc_memory_takes_svi_steps():
-    pyro.clear_param_store()
-    gtm = small_gtm()
-    x = torch.bernoulli(torch.full((3, 4, 1, 1, 8), 0.4))
-    svi = SVI(gtm.model, gtm.guide, Adam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=2))
-    before = [p.detach().clone() for p in gtm.memory.parameters()]
-    losses = [svi.step(x) for _ in range(2)]
-    assert all(torch.isfinite(torch.tensor(loss)) for loss in losses)
-    assert any(not torch.equal(a, b) for a, b in zip(before, gtm.memory.parameters(), strict=True))
-    pyro.clear_param_store()
-
-
-def test_gtm_with_dnc_memory_runs_under_a_particle_plate():
-    gtm = small_gtm()
-    x = torch.bernoulli(torch.full((3, 4, 1, 1, 8), 0.4))
-    with pyro.plate("particles", 5, dim=-3):
-        guide_trace = poutine.trace(gtm.guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(gtm.model, guide_trace)).get_trace(x)
-    model_trace.compute_log_prob()
-    for t in range(4):
-        assert model_trace.nodes[f"z_{t}"]["value"].shape == (5, 3, 1, Z)
-    assert model_trace.nodes["x"]["log_prob"].shape == (5, 3, 4)
-    assert torch.isfinite(model_trace.log_prob_sum())
-
-
-def test_default_sizes_match_the_introspective_gtm_within_five_percent():
+def test_default_sizes_leave_a_slot_for_every_latent_of_the_longest_task():
+    """(Read size and parameter counts: ``test_memory_interface.py``.)"""
     memory = DNCMemory(32, 256)
-    assert (memory.num_slots, memory.word_size, memory.num_read_heads) == (32, 32, 5)
+    assert (memory.num_slots, memory.word_size, memory.num_heads) == (32, 32, 5)
     assert memory.num_slots >= 25 and memory.read_size == 160
-    dnc = count_parameters(build_gtm(DNCMemory, sequence_length=25))
-    introspective = count_parameters(build_gtm("introspective", sequence_length=15))
-    assert abs(dnc - introspective) / introspective < 0.05

@@ -1,4 +1,7 @@
-"""Invariants of the Introspective memory (FIFO buffer read by gated location heads)."""
+"""Invariants of the Introspective memory (FIFO buffer read by gated location heads).
+
+Shapes, batching, numerics and GTM use of every memory: ``test_memory_interface.py``.
+"""
 
 import pytest
 import torch
@@ -72,8 +75,9 @@ def test_reads_follow_one_hot_weights_through_time():
         torch.testing.assert_close(out.read, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("weighting", ["softplus", "softmax", "unnormalised"])
-def test_gradcheck_float64(weighting):
+# "unnormalised" with sparsity 0.1 is the memory of test_memory_interface.py's gradcheck
+@pytest.mark.parametrize("weighting", ["softplus", "softmax"])
+def test_gradcheck_float64_of_the_other_weightings(weighting):
     memory = make_memory(weighting, sparsity=0.1, dtype=torch.float64)
     buffer = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
     h = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
@@ -85,26 +89,6 @@ def test_gradcheck_float64(weighting):
         return out.read, out.weights, penalty
 
     assert torch.autograd.gradcheck(step, (buffer, h, z))
-
-
-def test_batch_of_b_equals_b_runs_of_one_with_particle_dims():
-    memory = make_memory("unnormalised", sparsity=0.1)
-    h = torch.randn(3, 4, 5)  # e.g. [particles, batch, controller]
-    z = torch.randn(3, 4, 3)
-    batched = memory(memory.initial_state((3, 4)), h, z)
-    for i in range(3):
-        for j in range(4):
-            single = memory(memory.initial_state((1,)), h[i, j : j + 1], z[i, j : j + 1])
-            torch.testing.assert_close(single.read[0], batched.read[i, j])
-            torch.testing.assert_close(single.penalty[0], batched.penalty[i, j])
-
-
-def test_state_broadcasts_against_a_new_particle_dimension():
-    memory = make_memory()
-    state = memory.initial_state((4, 1))  # [B, 1] before the first sample
-    out = memory(state, torch.randn(4, 1, 5), torch.randn(10, 4, 1, 3))  # z: [K, B, 1, Z]
-    assert out.state.buffer.shape == (10, 4, 1, 4, 3)
-    assert out.read.shape == (10, 4, 1, memory.read_size)
 
 
 def test_bad_arguments():

@@ -23,6 +23,13 @@ import torch
 from torch import nn
 
 
+def require_positive_sizes(**sizes) -> None:
+    """Raise ``ValueError`` naming the first size that is not an integer >= 1."""
+    for name, value in sizes.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 class MemoryOutput(NamedTuple):
     """What one memory step returns.
 

@@ -78,7 +78,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pgtm.memories.addressing import content_weights, erase_add_write
-from pgtm.memories.base import Memory, MemoryOutput
+from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.shapes import broadcast_leading, cat_features
 
 #: default ``eps`` of :func:`allocation_weights` (see there)
@@ -272,7 +272,7 @@ class DNCMemory(Memory):
     :param controller_size: size of :math:`h_t`.
     :param num_slots: :math:`N` (default 32).
     :param word_size: :math:`W` (default 32).
-    :param num_read_heads: :math:`R` (default 5).
+    :param num_heads: :math:`R` (default 5).
     :param num_write_heads: :math:`H` (default 1).
     """
 
@@ -283,25 +283,23 @@ class DNCMemory(Memory):
         *,
         num_slots: int = 32,
         word_size: int = 32,
-        num_read_heads: int = 5,
+        num_heads: int = 5,
         num_write_heads: int = 1,
     ):
         super().__init__()
-        for name, value in (
-            ("latent_size", latent_size),
-            ("controller_size", controller_size),
-            ("num_slots", num_slots),
-            ("word_size", word_size),
-            ("num_read_heads", num_read_heads),
-            ("num_write_heads", num_write_heads),
-        ):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        require_positive_sizes(
+            latent_size=latent_size,
+            controller_size=controller_size,
+            num_slots=num_slots,
+            word_size=word_size,
+            num_heads=num_heads,
+            num_write_heads=num_write_heads,
+        )
         self.latent_size = int(latent_size)
         self.controller_size = int(controller_size)
         self.num_slots = int(num_slots)
         self.word_size = W = int(word_size)
-        self.num_read_heads = R = int(num_read_heads)
+        self.num_heads = R = int(num_heads)
         self.num_write_heads = H = int(num_write_heads)
         self.num_read_modes = 1 + 2 * H
         self.read_size = R * W
@@ -324,7 +322,7 @@ class DNCMemory(Memory):
     def initial_state(self, batch_shape, device=None, dtype=None) -> DNCState:
         """The empty memory: every tensor zero, with leading shape ``batch_shape``."""
         batch = tuple(batch_shape)
-        N, W, R, H = self.num_slots, self.word_size, self.num_read_heads, self.num_write_heads
+        N, W, R, H = self.num_slots, self.word_size, self.num_heads, self.num_write_heads
 
         def zeros(*shape):
             return torch.zeros(batch + shape, device=device, dtype=dtype)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pgtm.memories.base import Memory, MemoryOutput
+from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.shapes import broadcast_leading
 
 WEIGHTINGS = ("softplus", "softmax", "unnormalised")
@@ -111,9 +111,7 @@ class IntrospectiveMemory(Memory):
         super().__init__()
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        for name, value in (("num_slots", num_slots), ("num_heads", num_heads)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        require_positive_sizes(num_slots=num_slots, num_heads=num_heads)
         if sparsity < 0 or sum_penalty < 0:
             raise ValueError("sparsity and sum_penalty must be >= 0")
         self.latent_size = latent_size

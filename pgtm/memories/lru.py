@@ -68,7 +68,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pgtm.memories.addressing import content_weights
-from pgtm.memories.base import Memory, MemoryOutput
+from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.shapes import broadcast_leading, cat_features
 
 
@@ -145,15 +145,13 @@ class LRUMemory(Memory):
         decay: float = 0.95,
     ):
         super().__init__()
-        for name, value in (
-            ("latent_size", latent_size),
-            ("controller_size", controller_size),
-            ("num_slots", num_slots),
-            ("word_size", word_size),
-            ("num_heads", num_heads),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        require_positive_sizes(
+            latent_size=latent_size,
+            controller_size=controller_size,
+            num_slots=num_slots,
+            word_size=word_size,
+            num_heads=num_heads,
+        )
         if not 0.0 <= float(decay) <= 1.0:
             raise ValueError(f"decay must be in [0, 1], got {decay}")
         self.latent_size = int(latent_size)

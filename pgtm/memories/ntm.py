@@ -63,7 +63,7 @@ from pgtm.memories.addressing import (
     interpolate,
     sharpen,
 )
-from pgtm.memories.base import Memory, MemoryOutput
+from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.shapes import broadcast_leading, cat_features
 
 
@@ -140,16 +140,14 @@ class NTMMemory(Memory):
         shift_range: int = 1,
     ):
         super().__init__()
-        for name, value in (
-            ("latent_size", latent_size),
-            ("controller_size", controller_size),
-            ("num_slots", num_slots),
-            ("word_size", word_size),
-            ("num_heads", num_heads),
-            ("num_write_heads", num_write_heads),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        require_positive_sizes(
+            latent_size=latent_size,
+            controller_size=controller_size,
+            num_slots=num_slots,
+            word_size=word_size,
+            num_heads=num_heads,
+            num_write_heads=num_write_heads,
+        )
         if int(shift_range) < 0:
             raise ValueError(f"shift_range must be >= 0, got {shift_range}")
         self.latent_size = int(latent_size)

@@ -1,0 +1,1398 @@
+#!/usr/bin/env python
+r"""Benchmark the SVI step of every GTM against a hand-written PyTorch floor.
+
+Usage::
+
+    python benchmarks/bench_step.py [--quick] [--threads N] [--device cpu|cuda] [--out results]
+
+writes ``<out>/benchmark.json``, ``<out>/benchmark.md`` and ``<out>/benchmark_scaling.png``.
+
+What is timed (one *step* = forward + backward + ClippedAdam update, as ``SVI.step``):
+
+* ``pyro``: ``SVI(gtm.model, gtm.guide, pyro.optim.ClippedAdam, Trace_ELBO(max_plate_nesting=2))``;
+* ``floor``: :func:`floor.floor_step` -- the same modules scored by hand
+  (``benchmarks/floor.py``), with the torch optimiser Pyro's ``ClippedAdam`` wraps
+  (``pyro.optim.clipped_adam.ClippedAdam``, one instance for all parameters), same lr / clip;
+* ``pyro_noreuse``: ``pyro`` with ``gtm.reuse_path = False`` (the model recomputes the path).
+
+Pyro and the floor act on two copies of the same initial module and run in the same process,
+*interleaved* (the order rotates every repetition), after warm-up; the tables give medians,
+the ratio of the medians and the median of the per-repetition (paired) ratios with a bootstrap
+95% interval. Wall-clock and process CPU time are both recorded: other jobs on a shared machine
+inflate the first, much less the second. Peak memory: on CPU the bytes of the distinct
+storages autograd saves for backward during one step (parameters excluded; measured with
+``torch.autograd.graph.saved_tensors_hooks`` in a separate, untimed step), on CUDA
+``torch.cuda.max_memory_allocated`` over a step, above what was allocated before it.
+
+Sections: the target setting (B=32, T=20, default sizes, 28x28 Bernoulli frames), scaling in T,
+in B and in the DNC's N, variants (``JitTrace_ELBO`` compile / steady state / new length,
+``TraceMeanField_ELBO``, vectorised-particle evaluation with
+:func:`pgtm.inference.evaluate.log_weights`), an overhead decomposition, and a CUDA batch sweep
+(skipped without a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import cProfile
+import datetime
+import gc
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import ClippedAdam
+from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
+
+from pgtm.inference.evaluate import log_weights
+from pgtm.models import build_gtm, count_parameters
+from pgtm.models.gtm import GTM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floor import floor_step  # noqa: E402
+
+MODELS = ("vrnn", "introspective", "ntm", "lru", "dnc")
+#: TrainConfig defaults
+LEARNING_RATE, CLIP_NORM = 1e-3, 10.0
+TARGET = {"batch": 32, "length": 20}
+RATIO_TARGET = 1.05
+#: content-addressed memories get this many slots in the T sweep (build_gtm's default is
+#: max(32, T), which would make N grow with T)
+FIXED_SLOTS = 32
+#: the "overhead-bound" setting: tiny MLP networks, so per-op work is small and per-site
+#: bookkeeping shows (the regime a GPU puts every model in)
+TINY = {
+    "frame_shape": (1, 1, 16),
+    "latent_size": 8,
+    "controller_size": 32,
+    "feature_size": 32,
+    "network": "mlp",
+}
+
+FULL = {
+    "target_reps": 15,
+    "target_warmup": 2,
+    "lengths": (10, 20, 50, 100, 200),
+    "batches": (8, 32, 128, 256),
+    "slots": (16, 32, 64, 128),
+    "jit_models": ("vrnn", "introspective", "dnc"),
+    "jit_reps": 6,
+    "meanfield_reps": 6,
+    "particles": (1, 10, 100),
+    "particle_models": ("vrnn", "introspective", "dnc"),
+    "tiny_reps": 20,
+    "gc_steps": {"tiny": 60, "target": 20},
+    "cuda_batches": (64, 128, 256, 512, 1024),
+}
+#: a seconds-long run of every code path (tiny networks; used by the tests)
+SMOKE = {
+    "target_reps": 2,
+    "target_warmup": 1,
+    "lengths": (5, 20),
+    "batches": (4, 32),
+    "slots": (8, 32),
+    "jit_models": MODELS,
+    "jit_reps": 1,
+    "meanfield_reps": 1,
+    "particles": (1, 3),
+    "particle_models": MODELS,
+    "tiny_reps": 2,
+    "gc_steps": {"tiny": 3, "target": 2},
+    "cuda_batches": (64,),
+}
+QUICK = {
+    "target_reps": 6,
+    "target_warmup": 1,
+    "lengths": (10, 20, 40),
+    "batches": (8, 32),
+    "slots": (16, 64),
+    "jit_models": ("vrnn",),
+    "jit_reps": 3,
+    "meanfield_reps": 3,
+    "particles": (1, 10),
+    "particle_models": ("vrnn", "dnc"),
+    "tiny_reps": 15,
+    "gc_steps": {"tiny": 30, "target": 6},
+    "cuda_batches": (64, 256, 1024),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# timing and memory primitives
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued kernels, so that a host timer reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class GCTimer:
+    """Seconds spent in Python's cyclic garbage collector (a ``gc.callbacks`` hook) and the
+    number of collections per generation, since the timer was installed."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._start: float | None = None
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self.collections[info["generation"]] += 1
+            self._start = None
+
+    def install(self) -> GCTimer:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+        return self
+
+
+GC = GCTimer()
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float]:
+    """``(wall seconds, process CPU seconds, garbage-collector seconds)`` of ``fn()``,
+    synchronised with the device on both sides."""
+    sync(device)
+    gc0 = GC.seconds
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - wall0, time.process_time() - cpu0, GC.seconds - gc0
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], reps: int, warmup: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """Run every function once per repetition, rotating the order, and keep the timings of
+    the repetitions after ``warmup``.
+
+    :returns: ``{name: {"wall": [...], "cpu": [...], "gc": [...]}}`` (seconds)."""
+    names = list(fns)
+    out = {n: {"wall": [], "cpu": [], "gc": []} for n in names}
+    for rep in range(warmup + reps):
+        k = rep % len(names)
+        for name in names[k:] + names[:k]:
+            wall, cpu, gc_s = time_call(fns[name], device)
+            if rep >= warmup:
+                out[name]["wall"].append(wall)
+                out[name]["cpu"].append(cpu)
+                out[name]["gc"].append(gc_s)
+    return out
+
+
+def median_ms(values: list[float]) -> float:
+    return 1e3 * statistics.median(values)
+
+
+def paired_ratio(num: list[float], den: list[float], seed: int = 0) -> dict[str, float]:
+    """Median of the per-repetition ratios ``num[i] / den[i]`` with a bootstrap 95% interval
+    (the ratio of medians is reported separately)."""
+    r = np.asarray(num) / np.asarray(den)
+    rng = np.random.default_rng(seed)
+    boots = np.median(rng.choice(r, size=(2000, r.size), replace=True), axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"median": float(np.median(r)), "ci95": [float(lo), float(hi)]}
+
+
+def saved_tensor_bytes(fn: Callable[[], object], module: torch.nn.Module) -> int:
+    """Bytes of the distinct storages that autograd saves for backward while ``fn()`` runs,
+    excluding ``module``'s parameters: the activation memory a step holds at its peak."""
+    exclude = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # e.g. an opaque (mkldnn) tensor
+            return t
+        ptr = storage.data_ptr()
+        if ptr and ptr not in exclude:
+            seen[ptr] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def step_memory_mb(fn: Callable[[], object], module, device: torch.device) -> dict[str, float]:
+    """Peak memory of one step: autograd-saved bytes (any device) and, on CUDA, the peak
+    allocation above the memory allocated before the step."""
+    out = {"saved_mb": saved_tensor_bytes(fn, module) / 2**20}
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        out["cuda_peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    return out
+
+
+def growth_exponent(xs, ys) -> float | None:
+    """Least-squares slope of ``log y`` on ``log x`` (``y ~ x^a``)."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    ok = np.isfinite(ys) & (ys > 0)
+    if ok.sum() < 2:
+        return None
+    return float(np.polyfit(np.log(xs[ok]), np.log(ys[ok]), 1)[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# model pairs
+
+
+#: build_gtm options used everywhere (``--smoke`` puts the tiny sizes here)
+SIZES: dict = {}
+
+
+def frame_shape() -> tuple[int, ...]:
+    return tuple(SIZES.get("frame_shape", (1, 28, 28)))
+
+
+def random_frames(batch: int, length: int, frame_shape, device, seed: int = 0) -> torch.Tensor:
+    """Random binary frames ``[B, T, *frame_shape]`` (fine for timing)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.bernoulli(torch.full((batch, length, *frame_shape), 0.5), generator=generator)
+    return x.to(device)
+
+
+class Pair:
+    """A GTM trained by Pyro and an identical copy trained by the floor.
+
+    :param memory: a name in :data:`MODELS`.
+    :param length: sequence length passed to ``build_gtm`` (Introspective's buffer size).
+    :param elbo: the Pyro ELBO instance.
+    :param options: more ``build_gtm`` options.
+    """
+
+    def __init__(self, memory: str, length: int, device, elbo=None, gtm_cls=None, **options):
+        torch.manual_seed(0)
+        gtm = build_gtm(memory, sequence_length=length, **{**SIZES, **options})
+        if gtm_cls is not None:  # the same parts in a GTM subclass (the proposed change)
+            gtm.__class__ = gtm_cls
+        self.gtm = gtm.to(device)
+        self.twin = copy.deepcopy(self.gtm)
+        self.device = device
+        pyro.clear_param_store()  # one Pair at a time owns the name "gtm" in the store
+        self.pyro_optim = ClippedAdam({"lr": LEARNING_RATE, "clip_norm": CLIP_NORM})
+        self.elbo = elbo if elbo is not None else Trace_ELBO(max_plate_nesting=2)
+        self.svi = SVI(self.gtm.model, self.gtm.guide, self.pyro_optim, self.elbo)
+        self.optimizer = TorchClippedAdam(
+            self.twin.parameters(), lr=LEARNING_RATE, clip_norm=CLIP_NORM
+        )
+
+    def pyro(self, x, c=None, mask=None) -> float:
+        return self.svi.step(x, c=c, mask=mask)
+
+    def pyro_noreuse(self, x, c=None, mask=None) -> float:
+        self.gtm.reuse_path = False
+        try:
+            return self.svi.step(x, c=c, mask=mask)
+        finally:
+            self.gtm.reuse_path = True
+
+    def floor(self, x, c=None, mask=None) -> float:
+        return floor_step(self.twin, self.optimizer, x, c, mask)
+
+    def memory(self, x) -> dict[str, dict[str, float]]:
+        return {
+            "pyro": step_memory_mb(lambda: self.pyro(x), self.gtm, self.device),
+            "floor": step_memory_mb(lambda: self.floor(x), self.twin, self.device),
+        }
+
+
+def summarise(times: dict[str, dict[str, list[float]]], num: str, den: str) -> dict:
+    """Medians and means (ms) of every timed function and the ``num/den`` ratios.
+
+    The median ignores the rare full (generation-2) garbage collections that land in a step;
+    the mean, which sets the throughput of a long run, includes them (``*_gc_ms``: mean time
+    in the collector per call)."""
+    out: dict = {}
+    for name, t in times.items():
+        out[f"{name}_ms"] = median_ms(t["wall"])
+        out[f"{name}_mean_ms"] = 1e3 * statistics.fmean(t["wall"])
+        out[f"{name}_cpu_ms"] = median_ms(t["cpu"])
+        out[f"{name}_gc_ms"] = 1e3 * statistics.fmean(t["gc"])
+        out[f"{name}_iqr_ms"] = [1e3 * float(np.percentile(t["wall"], q)) for q in (25, 75)]
+    out["ratio"] = out[f"{num}_ms"] / out[f"{den}_ms"]
+    out["ratio_mean"] = out[f"{num}_mean_ms"] / out[f"{den}_mean_ms"]
+    out["ratio_cpu"] = out[f"{num}_cpu_ms"] / out[f"{den}_cpu_ms"]
+    out["ratio_paired"] = paired_ratio(times[num]["wall"], times[den]["wall"])
+    out["ratio_paired_cpu"] = paired_ratio(times[num]["cpu"], times[den]["cpu"])
+    out["reps"] = len(times[num]["wall"])
+    return out
+
+
+def log(msg: str) -> None:
+    stamp = datetime.datetime.now().strftime("%H:%M:%S")
+    print(f"[{stamp} load {os.getloadavg()[0]:.2f}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+
+
+def bench_target(cfg, device) -> dict:
+    """Pyro vs floor vs Pyro without path reuse at B=32, T=20, default sizes."""
+    B, T = TARGET["batch"], TARGET["length"]
+    x = random_frames(B, T, frame_shape(), device)
+    out = {}
+    for memory in cfg["models"]:
+        load0 = os.getloadavg()[0]
+        pair = Pair(memory, T, device)
+        memory_mb = pair.memory(x)  # also the first warm-up step of both
+        times = interleaved(
+            {
+                "pyro": lambda p=pair: p.pyro(x),
+                "floor": lambda p=pair: p.floor(x),
+                "pyro_noreuse": lambda p=pair: p.pyro_noreuse(x),
+            },
+            cfg["target_reps"],
+            cfg["target_warmup"] - 1,
+            device,
+        )
+        row = summarise(times, "pyro", "floor")
+        row["noreuse_over_pyro"] = row["pyro_noreuse_ms"] / row["pyro_ms"]
+        row["memory"] = memory_mb
+        row["parameters"] = count_parameters(pair.gtm)
+        row["load"] = [load0, os.getloadavg()[0]]
+        row["meets_target"] = row["ratio"] <= RATIO_TARGET
+        out[memory] = row
+        log(
+            f"target {memory}: pyro {row['pyro_ms']:.1f} ms, floor {row['floor_ms']:.1f} ms, "
+            f"ratio {row['ratio']:.3f} (paired {row['ratio_paired']['median']:.3f}), "
+            f"no reuse {row['pyro_noreuse_ms']:.1f} ms"
+        )
+    return out
+
+
+def _reps_for(work: float, base_reps: int) -> int:
+    """Fewer repetitions for bigger steps: ``work`` is the step size relative to the target."""
+    if work <= 1.0:
+        return base_reps
+    if work <= 3.0:
+        return max(2, base_reps // 2)
+    return 2
+
+
+def bench_sweep(cfg, device, memory: str, settings: list[dict], base_reps: int) -> list[dict]:
+    """Pyro vs floor over ``settings`` (each with ``batch``, ``length`` and build options)."""
+    rows = []
+    for s in settings:
+        B, T = s["batch"], s["length"]
+        options = {k: v for k, v in s.items() if k not in ("batch", "length")}
+        pair = Pair(memory, T, device, **options)
+        x = random_frames(B, T, frame_shape(), device)
+        work = B * T / (TARGET["batch"] * TARGET["length"])
+        reps = _reps_for(work, base_reps)
+        memory_mb = pair.memory(x)  # also the first warm-up step of both
+        times = interleaved(
+            {"pyro": lambda p=pair, x=x: p.pyro(x), "floor": lambda p=pair, x=x: p.floor(x)},
+            reps,
+            1 if work <= 1 else 0,
+            device,
+        )
+        row = {"batch": B, "length": T, **options, **summarise(times, "pyro", "floor")}
+        row["memory"] = memory_mb
+        row["load"] = os.getloadavg()[0]
+        rows.append(row)
+        log(
+            f"sweep {memory} B={B} T={T} {options or ''}: pyro {row['pyro_ms']:.1f} ms, "
+            f"floor {row['floor_ms']:.1f} ms, saved {row['memory']['pyro']['saved_mb']:.0f} MB"
+        )
+    return rows
+
+
+def _fits(rows: list[dict], key: str) -> dict:
+    xs = [r[key] for r in rows]
+    fit = {
+        "pyro": growth_exponent(xs, [r["pyro_ms"] for r in rows]),
+        "floor": growth_exponent(xs, [r["floor_ms"] for r in rows]),
+        "pyro_cpu": growth_exponent(xs, [r["pyro_cpu_ms"] for r in rows]),
+        "memory": growth_exponent(xs, [r["memory"]["pyro"]["saved_mb"] for r in rows]),
+    }
+    upper = [r for r in rows if r[key] >= 50]
+    if len(upper) >= 2:
+        fit["pyro_upper"] = growth_exponent(
+            [r[key] for r in upper], [r["pyro_ms"] for r in upper]
+        )
+        fit["upper_from"] = 50
+    return fit
+
+
+def bench_scaling(cfg, device) -> dict:
+    """Time and memory per step as T grows (B=32), as B grows (T=20), and the DNC's N.
+
+    The target point (B=32, T=20, N=32) is measured once, in the T sweep, and reused."""
+    B, T = TARGET["batch"], TARGET["length"]
+    reps = max(3, cfg["target_reps"] // 3)
+    out: dict = {"length": {}, "batch": {}, "slots": {}}
+
+    def at_target(rows):
+        return [r for r in rows if r["length"] == T and r["batch"] == B][:1]
+
+    for memory in cfg["models"]:
+        fixed = {"num_slots": FIXED_SLOTS} if memory in ("ntm", "lru", "dnc") else {}
+        rows_t = bench_sweep(
+            cfg, device, memory, [{"batch": B, "length": L, **fixed} for L in cfg["lengths"]], reps
+        )
+        out["length"][memory] = {"rows": rows_t, "exponent": _fits(rows_t, "length")}
+        reuse = at_target(rows_t)
+        todo = [b for b in cfg["batches"] if not (b == B and reuse)]
+        rows_b = bench_sweep(cfg, device, memory, [{"batch": b, "length": T} for b in todo], reps)
+        rows_b = sorted(rows_b + reuse, key=lambda r: r["batch"])
+        out["batch"][memory] = {"rows": rows_b, "exponent": _fits(rows_b, "batch")}
+    if "dnc" not in cfg["models"]:
+        return out
+    reuse = at_target(out["length"]["dnc"]["rows"]) if FIXED_SLOTS in cfg["slots"] else []
+    todo = [n for n in cfg["slots"] if not (n == FIXED_SLOTS and reuse)]
+    rows = bench_sweep(
+        cfg, device, "dnc", [{"batch": B, "length": T, "num_slots": n} for n in todo], reps
+    )
+    rows = sorted(rows + reuse, key=lambda r: r["num_slots"])
+    out["slots"]["dnc"] = {"rows": rows, "exponent": _fits(rows, "num_slots")}
+    return out
+
+
+def bench_jit(cfg, device) -> dict:
+    """``JitTrace_ELBO``: compile time, steady state, and what a new sequence length does."""
+    B, T = TARGET["batch"], TARGET["length"]
+    T2 = T // 2
+    x, x2 = random_frames(B, T, frame_shape(), device), random_frames(B, T2, frame_shape(), device)
+    out = {}
+    for memory in [m for m in cfg["jit_models"] if m in cfg["models"]]:
+        elbo = JitTrace_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)
+        pair = Pair(memory, T, device, elbo=elbo)
+        first = [time_call(lambda p=pair: p.pyro(x), device)[0] for _ in range(3)]
+        times = interleaved(
+            {"jit": lambda p=pair: p.pyro(x), "floor": lambda p=pair: p.floor(x)},
+            cfg["jit_reps"],
+            1,
+            device,
+        )
+        row = summarise(times, "jit", "floor")
+        steady = row["jit_ms"]
+        row["first_calls_ms"] = [1e3 * t for t in first]
+        row["compile_ms"] = sum(1e3 * t - steady for t in first)
+        # the same JitTrace_ELBO on a new length: Pyro keys its compiled traces on the
+        # non-tensor arguments only, so the trace for T is reused, not recompiled
+        try:
+            pair.pyro(x2)
+            row["same_elbo_new_length"] = "ran (no recompile)"
+        except Exception as e:  # noqa: BLE001 -- record whatever the stale trace raises
+            last = str(e).strip().splitlines()[-1][:160]
+            name = type(e).__name__
+            row["same_elbo_new_length"] = last if last.startswith(name) else f"{name}: {last}"
+        pair.gtm._guide_path = None
+        # a fresh JitTrace_ELBO for the new length (same module and optimiser): recompiles
+        elbo2 = JitTrace_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)
+        svi2 = SVI(pair.gtm.model, pair.gtm.guide, pair.pyro_optim, elbo2)
+        first2 = [time_call(lambda s=svi2: s.step(x2), device)[0] for _ in range(3)]
+        steady2 = interleaved({"jit": lambda s=svi2: s.step(x2)}, 3, 0, device)["jit"]["wall"]
+        row["new_length"] = T2
+        row["new_length_first_calls_ms"] = [1e3 * t for t in first2]
+        row["new_length_steady_ms"] = median_ms(steady2)
+        row["recompile_ms"] = sum(1e3 * t - row["new_length_steady_ms"] for t in first2)
+        out[memory] = row
+        log(
+            f"jit {memory}: compile {row['compile_ms']:.0f} ms, steady {steady:.1f} ms "
+            f"(floor {row['floor_ms']:.1f}), T={T2}: {row['same_elbo_new_length']}, "
+            f"recompile {row['recompile_ms']:.0f} ms"
+        )
+    return out
+
+
+def bench_meanfield(cfg, device) -> dict:
+    B, T = TARGET["batch"], TARGET["length"]
+    x = random_frames(B, T, frame_shape(), device)
+    out = {}
+    for memory in cfg["models"]:
+        pair = Pair(memory, T, device, elbo=TraceMeanField_ELBO(max_plate_nesting=2))
+        times = interleaved(
+            {"meanfield": lambda p=pair: p.pyro(x), "floor": lambda p=pair: p.floor(x)},
+            cfg["meanfield_reps"],
+            1,
+            device,
+        )
+        out[memory] = summarise(times, "meanfield", "floor")
+        log(f"meanfield {memory}: {out[memory]['meanfield_ms']:.1f} ms, "
+            f"ratio {out[memory]['ratio']:.3f}")
+    return out
+
+
+def bench_particles(cfg, device) -> dict:
+    """Vectorised-particle evaluation (``log_weights``, no gradients) for K particles."""
+    B, T = TARGET["batch"], TARGET["length"]
+    x = random_frames(B, T, frame_shape(), device)
+    out = {}
+    for memory in [m for m in cfg["particle_models"] if m in cfg["models"]]:
+        pair = Pair(memory, T, device)
+        gtm = pair.gtm
+        rows = []
+        for K in cfg["particles"]:
+            def run(K=K, gtm=gtm):
+                with torch.no_grad():
+                    return log_weights(gtm.model, gtm.guide, x, num_particles=K)
+
+            reps = 3 if K <= 10 else 1
+            times = interleaved({"eval": run}, reps, 1 if K <= 10 else 0, device)
+            ms = median_ms(times["eval"]["wall"])
+            rows.append({"particles": K, "ms": ms, "ms_per_particle": ms / K, "reps": reps})
+            log(f"particles {memory} K={K}: {ms:.1f} ms ({ms / K:.2f} ms/particle)")
+        base = rows[0]["ms_per_particle"]
+        for row in rows:
+            row["per_particle_vs_k1"] = row["ms_per_particle"] / base
+        out[memory] = rows
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# overhead decomposition and the proposed change
+
+
+class ProposedGTM(GTM):
+    """``GTM`` with the change proposed for ``models/gtm.py`` (active while ``proposed`` is
+    True, so the current and the proposed behaviour can be timed on the same module): when
+    the model follows the guide's path (the same ``x``, ``c``, ``mask`` objects, validated and
+    registered by the guide of the same ELBO evaluation), it skips its own ``check_inputs``
+    (one host synchronisation, ``torch.isfinite(x).all()``, fewer per step) and its own
+    ``pyro.module`` call (the guide's call registered every parameter of the module, the
+    model's included); and ``check_inputs`` tests finiteness with ``isfinite(x.sum())`` first
+    (one reduction instead of a full boolean copy of ``x``; same verdicts). Otherwise it is
+    ``GTM``."""
+
+    proposed = False
+    _checked = None
+
+    def check_inputs(self, x, c=None, mask=None):
+        checked = self._fast_check_inputs(x, c, mask) if self.proposed else super().check_inputs(
+            x, c, mask
+        )
+        self._checked = checked
+        return checked
+
+    def _fast_check_inputs(self, x, c=None, mask=None):
+        """``GTM.check_inputs`` with a cheaper, equivalent finiteness test: ``x.sum()`` is
+        finite whenever every element is (unless finite elements overflow the sum, which the
+        exact test then rules out), so the full ``isfinite(x).all()`` pass only runs when the
+        sum is not finite. Everything else is copied from ``GTM.check_inputs``."""
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise ValueError("x must be a floating-point tensor [B, T, *frame_shape]")
+        expected = "[B, T, " + ", ".join(map(str, self.frame_shape)) + "]"
+        if x.dim() != 2 + len(self.frame_shape) or tuple(x.shape[2:]) != self.frame_shape:
+            raise ValueError(f"x must have shape {expected}, got {list(x.shape)}")
+        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or infinite values")
+        batch_time = tuple(x.shape[:2])
+        if self.action_size:
+            if c is None or c.dim() != 3 or tuple(c.shape) != batch_time + (self.action_size,):
+                got = None if c is None else list(c.shape)
+                raise ValueError(
+                    f"c must have shape [B, T, {self.action_size}] = "
+                    f"{list(batch_time) + [self.action_size]}, got {got}"
+                )
+        elif c is not None:
+            raise ValueError("c was given but the model was built with action_size=0")
+        if mask is None:
+            mask = torch.ones(batch_time, dtype=torch.bool, device=x.device)
+        elif mask.dtype != torch.bool or tuple(mask.shape) != batch_time:
+            raise ValueError(
+                f"mask must be a bool tensor of shape [B, T] = {list(batch_time)}, "
+                f"got {mask.dtype} {list(mask.shape)}"
+            )
+        return x, c, mask
+
+    def guide(self, x, c=None, mask=None):
+        super().guide(x, c, mask)
+        if self._guide_path is not None:
+            self._guide_path.checked = self._checked
+
+    def model(self, x, c=None, mask=None):
+        guide_path = self._guide_path if self.reuse_path else None
+        checked = getattr(guide_path, "checked", None)
+        if not (self.proposed and checked is not None and guide_path.matches(x, c, mask)):
+            return super().model(x, c, mask)
+        # models/gtm.py GTM.model with check_inputs / pyro.module replaced by the guide's
+        from pgtm.models.gtm import _stack_time
+        from pgtm.shapes import cat_features
+
+        x, c, mask = checked
+        batch, length = x.shape[:2]
+        following = True
+        self._guide_path = None
+        latents, contexts = [], []
+        with pyro.plate("sequences", batch, dim=-2):
+            state = self.initial_state((batch, 1), x.device, x.dtype)
+            for t in pyro.markov(range(length)):
+                following = following and (t == 0 or state.latent is guide_path.latents[t - 1])
+                if following:
+                    step = guide_path.steps[t]
+                else:
+                    step = self.path_step(state, self._action(c, t))
+                with poutine.mask(mask=mask[:, t : t + 1]):
+                    z = pyro.sample(f"z_{t}", self.prior(step.context))
+                    if step.penalty is not None:
+                        pyro.factor(f"penalty_{t}", -step.penalty)
+                state = step.state._replace(latent=z)
+                latents.append(z)
+                contexts.append(step.context)
+            decoder_input = cat_features(_stack_time(latents), _stack_time(contexts))
+            with pyro.plate("time", length, dim=-1):
+                likelihood = self.likelihood(self.decoder(decoder_input))
+                pyro.sample("x", likelihood.mask(mask), obs=x)
+
+
+def _toggled(pair: Pair, proposed: bool, x) -> Callable[[], float]:
+    def step():
+        pair.gtm.proposed = proposed
+        try:
+            return pair.pyro(x)
+        finally:
+            pair.gtm.proposed = False
+
+    return step
+
+
+def pyro_checks_off(fn: Callable[[], object]):
+    """Run ``fn`` with Pyro's own checks off (``pyro.infer`` and ``pyro.poutine`` validation:
+    per-site shape checks and NaN/inf warnings on every ``log_prob_sum``, each a host
+    synchronisation plus a backward hook) but torch's distribution validation left on."""
+    infer_was = pyro.infer.is_validation_enabled()
+    poutine_was = pyro.poutine.is_validation_enabled()
+    pyro.infer.enable_validation(False)
+    pyro.poutine.enable_validation(False)
+    try:
+        return fn()
+    finally:
+        pyro.infer.enable_validation(infer_was)
+        pyro.poutine.enable_validation(poutine_was)
+
+
+def micro(fn: Callable[[], object], n: int) -> float:
+    """Median microseconds of ``fn()`` over ``n`` calls (in 5 batches)."""
+    per = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        per.append((time.perf_counter() - t0) / n)
+    return 1e6 * statistics.median(per)
+
+
+def bench_overhead(cfg, device) -> dict:
+    """Where the Pyro step spends time that the floor does not."""
+    out: dict = {"components_us": {}, "tiny": {}, "target_proposed": {}}
+    probe = "dnc" if "dnc" in cfg["models"] else cfg["models"][0]
+    out["probe_model"] = probe
+    B, T = TARGET["batch"], TARGET["length"]
+    x = random_frames(B, T, frame_shape(), device)
+    pair = Pair(probe, T, device)
+    gtm = pair.gtm
+    pair.pyro(x)  # registers the parameters, creates the per-parameter optimisers
+
+    def register():
+        with poutine.trace(param_only=True):
+            pyro.module("gtm", gtm)
+
+    params = list(gtm.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    single = TorchClippedAdam(params, lr=LEARNING_RATE, clip_norm=CLIP_NORM)
+    single.step()  # creates its state
+    out["components_us"] = {
+        "check_inputs": micro(lambda: gtm.check_inputs(x), 100),
+        "check_inputs, proposed finiteness test": micro(
+            lambda: ProposedGTM._fast_check_inputs(gtm, x), 100
+        ),
+        "pyro.module": micro(register, 50),
+        "pyro ClippedAdam (one torch optimiser per parameter)": micro(
+            lambda: pair.pyro_optim(params), 20
+        ),
+        "torch ClippedAdam (one optimiser)": micro(single.step, 20),
+        "num_parameter_tensors": len(params),
+    }
+    for p in params:
+        p.grad = None
+    log(f"overhead components: {out['components_us']}")
+
+    # end-to-end: Pyro (as is / validation off / proposed GTM) vs the floor, tiny networks
+    xt = random_frames(8, T, TINY["frame_shape"], device)
+    for memory in cfg["models"]:
+        pair = Pair(memory, T, device, gtm_cls=ProposedGTM, **TINY)
+
+        def novalid(p=pair):
+            with pyro.validation_enabled(False):
+                return p.pyro(xt)
+
+        def no_pyro_checks(p=pair):
+            return pyro_checks_off(lambda: p.pyro(xt))
+
+        def floor_novalid(p=pair):
+            with pyro.validation_enabled(False):
+                return p.floor(xt)
+
+        times = interleaved(
+            {
+                "pyro": _toggled(pair, False, xt),
+                "floor": lambda p=pair: p.floor(xt),
+                "floor_checked": lambda p=pair: floor_step(
+                    p.twin, p.optimizer, xt, check_inputs=True
+                ),
+                "pyro_novalidation": novalid,
+                "pyro_no_pyro_checks": no_pyro_checks,
+                "floor_novalidation": floor_novalid,
+                "pyro_proposed": _toggled(pair, True, xt),
+            },
+            cfg["tiny_reps"],
+            3,
+            device,
+        )
+        row = summarise(times, "pyro", "floor")
+        row["ratio_novalidation"] = row["pyro_novalidation_ms"] / row["floor_novalidation_ms"]
+        row["ratio_no_pyro_checks"] = row["pyro_no_pyro_checks_ms"] / row["floor_ms"]
+        row["ratio_proposed"] = row["pyro_proposed_ms"] / row["floor_ms"]
+        row["proposed_over_pyro"] = paired_ratio(
+            times["pyro_proposed"]["wall"], times["pyro"]["wall"]
+        )
+        out["tiny"][memory] = row
+        log(
+            f"tiny {memory}: pyro {row['pyro_ms']:.2f} floor {row['floor_ms']:.2f} "
+            f"ratio {row['ratio']:.3f}; no validation {row['ratio_novalidation']:.3f}; "
+            f"proposed {row['pyro_proposed_ms']:.2f} ms"
+        )
+
+    # the proposed change at the target setting (paired against the current GTM)
+    for memory in [m for m in ("vrnn", "dnc") if m in cfg["models"]] or cfg["models"][:1]:
+        pair = Pair(memory, T, device, gtm_cls=ProposedGTM)
+        times = interleaved(
+            {"pyro": _toggled(pair, False, x), "pyro_proposed": _toggled(pair, True, x)},
+            cfg["target_reps"],
+            1,
+            device,
+        )
+        out["target_proposed"][memory] = summarise(times, "pyro_proposed", "pyro")
+        log(f"proposed at target {memory}: {out['target_proposed'][memory]['ratio']:.4f}")
+
+    # the garbage collector: Pyro and the floor run alone (not interleaved, so that each pays
+    # for its own allocations), then Pyro again after gc.freeze()
+    out["gc"] = {}
+    for label, sizes, xg in (("tiny", TINY, xt), ("target", {}, x)):
+        pair = Pair(probe, T, device, **sizes)
+        n = cfg["gc_steps"][label]
+        for _ in range(2):
+            pair.pyro(xg)
+            pair.floor(xg)
+        row = {
+            "model": probe,
+            "pyro": gc_run(lambda p=pair, xg=xg: p.pyro(xg), n),
+            "floor": gc_run(lambda p=pair, xg=xg: p.floor(xg), n),
+        }
+        gc.collect()
+        gc.freeze()
+        try:
+            row["pyro_after_gc_freeze"] = gc_run(lambda p=pair, xg=xg: p.pyro(xg), n)
+        finally:
+            gc.unfreeze()
+        out["gc"][label] = row
+        log(
+            f"gc {label}: pyro {row['pyro']['gc_ms_per_step']:.2f} ms/step "
+            f"({row['pyro']['full_collections_per_step']:.3f} full), floor "
+            f"{row['floor']['gc_ms_per_step']:.2f}, pyro after freeze "
+            f"{row['pyro_after_gc_freeze']['gc_ms_per_step']:.2f}"
+        )
+
+    # a cProfile of the Pyro step at the target setting: Pyro's own functions
+    pair = Pair(probe, T, device)
+    for _ in range(2):
+        pair.pyro(x)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(3):
+        pair.pyro(x)
+    prof.disable()
+    out["profile"] = _pyro_share(prof, 3)
+    return out
+
+
+def gc_run(step: Callable[[], object], n: int) -> dict:
+    """``n`` back-to-back steps: wall and garbage-collector milliseconds per step, collections
+    per step by generation, and the number of objects the collector tracks."""
+    collections0, seconds0 = list(GC.collections), GC.seconds
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    wall = time.perf_counter() - t0
+    per_gen = [(c - c0) / n for c, c0 in zip(GC.collections, collections0, strict=True)]
+    return {
+        "steps": n,
+        "ms_per_step": 1e3 * wall / n,
+        "gc_ms_per_step": 1e3 * (GC.seconds - seconds0) / n,
+        "collections_per_step": per_gen,
+        "full_collections_per_step": per_gen[2],
+        "tracked_objects": len(gc.get_objects()),
+    }
+
+
+def _pyro_share(prof: cProfile.Profile, steps: int) -> dict:
+    """Milliseconds per step spent in Pyro's own Python code (tottime of functions in
+    ``pyro/``, excluding the torch optimiser Pyro wraps) and the top such functions."""
+    stats = pstats.Stats(prof, stream=io.StringIO())
+    rows = []
+    total = 0.0
+    for (filename, _line, name), (_, _, tottime, _, _) in stats.stats.items():
+        total += tottime
+        if f"{os.sep}pyro{os.sep}" in filename and "clipped_adam" not in filename:
+            rows.append((tottime, f"{Path(filename).parent.name}/{Path(filename).name}:{name}"))
+    rows.sort(reverse=True)
+    return {
+        "step_ms": 1e3 * total / steps,
+        "pyro_python_ms": 1e3 * sum(t for t, _ in rows) / steps,
+        "top": [{"function": n, "ms_per_step": 1e3 * t / steps} for t, n in rows[:8]],
+    }
+
+
+def bench_cuda(cfg, device) -> dict:
+    """Time per step and frames per second for B = 64 ... 1024 (T=20) on the GPU."""
+    if device.type != "cuda":
+        return {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
+    T = TARGET["length"]
+    out = {"device": torch.cuda.get_device_name(device)}
+    for memory in cfg["models"]:
+        rows = []
+        for B in cfg["cuda_batches"]:
+            pair = Pair(memory, T, device)
+            x = random_frames(B, T, frame_shape(), device)
+            times = interleaved(
+                {"pyro": lambda p=pair, x=x: p.pyro(x), "floor": lambda p=pair, x=x: p.floor(x)},
+                5,
+                2,
+                device,
+            )
+            row = {"batch": B, **summarise(times, "pyro", "floor")}
+            row["pyro_fps"] = B * T / (row["pyro_ms"] / 1e3)
+            row["floor_fps"] = B * T / (row["floor_ms"] / 1e3)
+            row["memory"] = pair.memory(x)
+            rows.append(row)
+            log(f"cuda {memory} B={B}: pyro {row['pyro_ms']:.1f} ms, {row['pyro_fps']:.0f} fps")
+        out[memory] = rows
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# environment and output
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def environment(device) -> dict:
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "device": str(device),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+        "pyro_validation": pyro.infer.util.is_validation_enabled(),
+    }
+
+
+def _fmt(v, digits=1):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def markdown(res: dict) -> str:
+    env = res["environment"]
+    lines = [
+        "# GTM step benchmark: Pyro `Trace_ELBO` vs a hand-written PyTorch floor",
+        "",
+        f"Command: `{res['command']}`  ",
+        f"{env['date']}; {env['cpu_model']} ({env['cpu_count']} cores), "
+        f"torch {env['torch']} with **{env['torch_num_threads']} thread(s)**, pyro "
+        f"{env['pyro']}, device `{env['device']}`; load average {res['load']['start']:.2f} at "
+        f"start, {res['load']['end']:.2f} at end (other jobs were running); total "
+        f"{res['seconds'] / 60:.1f} min.",
+        "",
+        "One step = forward + backward + ClippedAdam update (lr 1e-3, clip 10). Times are "
+        "medians of interleaved repetitions after warm-up; *ratio* = median(pyro) / "
+        "median(floor); *paired* = median of per-repetition ratios with a bootstrap 95% "
+        "interval; *CPU ratio* uses process CPU time (less sensitive to other jobs). "
+        "*Saved MB*: storages autograd keeps for backward (parameters excluded).",
+        "",
+        f"## Target setting: CPU, B={TARGET['batch']}, T={TARGET['length']}, default sizes "
+        "(latent 32, LSTM 256, conv nets, 28x28 Bernoulli frames)",
+        "",
+        "| model | params | pyro ms | floor ms | ratio | paired [95% CI] | CPU ratio | "
+        f"ratio of means (GC ms/step pyro, floor) | ≤ {RATIO_TARGET}? | pyro, "
+        "reuse_path=False ms | reuse saves | saved MB pyro / floor |",
+        "|---|---:|---:|---:|---:|---|---:|---|:-:|---:|---:|---:|",
+    ]
+    for m, r in res["target"].items():
+        pr = r["ratio_paired"]
+        mem = r["memory"]
+        lines.append(
+            f"| {m} | {r['parameters'] / 1e6:.2f} M | {r['pyro_ms']:.1f} | {r['floor_ms']:.1f} | "
+            f"{r['ratio']:.3f} | {pr['median']:.3f} [{pr['ci95'][0]:.3f}, {pr['ci95'][1]:.3f}] "
+            f"| {r['ratio_cpu']:.3f} | {r['ratio_mean']:.3f} ({r['pyro_gc_ms']:.1f}, "
+            f"{r['floor_gc_ms']:.1f}) | {'yes' if r['meets_target'] else '**no**'} | "
+            f"{r['pyro_noreuse_ms']:.1f} | {100 * (1 - 1 / r['noreuse_over_pyro']):.1f}% | "
+            f"{mem['pyro']['saved_mb']:.0f} / {mem['floor']['saved_mb']:.0f} |"
+        )
+    lines += targets_summary(res)
+    sc = res.get("scaling")
+    if sc:
+        lengths = [r["length"] for r in next(iter(sc["length"].values()))["rows"]]
+        lines += [
+            "",
+            f"## Scaling in T (B={TARGET['batch']}; NTM/LRU/DNC with N={FIXED_SLOTS} slots, "
+            "Introspective with L=T)",
+            "",
+            "Pyro ms (floor ms) per step; *a*: least-squares slope of log time on log T "
+            "(time ∝ T^a) for Pyro, the floor, Pyro over T ≥ 50 only; *a_mem*: the same for "
+            "the saved bytes.",
+            "",
+            "| model | " + " | ".join(f"T={t}" for t in lengths)
+            + " | a pyro | a floor | a pyro (T≥50) | a_mem |",
+            "|---|" + "---:|" * (len(lengths) + 4),
+        ]
+        for m, s in sc["length"].items():
+            e = s["exponent"]
+            cells = [f"{r['pyro_ms']:.0f} ({r['floor_ms']:.0f})" for r in s["rows"]]
+            lines.append(
+                f"| {m} | " + " | ".join(cells) + f" | {_fmt(e['pyro'], 2)} | "
+                f"{_fmt(e['floor'], 2)} | {_fmt(e.get('pyro_upper'), 2)} | "
+                f"{_fmt(e['memory'], 2)} |"
+            )
+        lines += ["", "Saved MB per step (Pyro):", "",
+                  "| model | " + " | ".join(f"T={t}" for t in lengths) + " |",
+                  "|---|" + "---:|" * len(lengths)]
+        for m, s in sc["length"].items():
+            lines.append(f"| {m} | " + " | ".join(
+                f"{r['memory']['pyro']['saved_mb']:.0f}" for r in s["rows"]) + " |")
+        batches = [r["batch"] for r in next(iter(sc["batch"].values()))["rows"]]
+        lines += [
+            "",
+            f"## Scaling in B (T={TARGET['length']})",
+            "",
+            "| model | " + " | ".join(f"B={b}" for b in batches) + " | a pyro | a floor | "
+            "ratio at largest B | saved MB at largest B |",
+            "|---|" + "---:|" * (len(batches) + 4),
+        ]
+        for m, s in sc["batch"].items():
+            e = s["exponent"]
+            cells = [f"{r['pyro_ms']:.0f} ({r['floor_ms']:.0f})" for r in s["rows"]]
+            last = s["rows"][-1]
+            lines.append(
+                f"| {m} | " + " | ".join(cells) + f" | {_fmt(e['pyro'], 2)} | "
+                f"{_fmt(e['floor'], 2)} | {last['ratio']:.3f} | "
+                f"{last['memory']['pyro']['saved_mb']:.0f} |"
+            )
+        d = sc["slots"].get("dnc", {"rows": [], "exponent": {"pyro": None, "memory": None}})
+        lines += [
+            "",
+            f"## DNC memory size N (B={TARGET['batch']}, T={TARGET['length']}; link matrix "
+            "N×N)",
+            "",
+            "| N | pyro ms | floor ms | ratio | saved MB |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for r in d["rows"]:
+            lines.append(
+                f"| {r['num_slots']} | {r['pyro_ms']:.1f} | {r['floor_ms']:.1f} | "
+                f"{r['ratio']:.3f} | {r['memory']['pyro']['saved_mb']:.0f} |"
+            )
+        lines.append(
+            f"\nGrowth exponents in N: time {_fmt(d['exponent']['pyro'], 2)}, saved bytes "
+            f"{_fmt(d['exponent']['memory'], 2)}."
+        )
+    var = res.get("variants")
+    if var:
+        lines += [
+            "",
+            f"## Variants (B={TARGET['batch']}, T={TARGET['length']})",
+            "",
+            "### JitTrace_ELBO",
+            "",
+            "| model | first 3 calls ms | compile ms | steady ms | floor ms | steady / floor | "
+            "same ELBO, new T | fresh ELBO at new T: first 3 calls ms | recompile ms |",
+            "|---|---|---:|---:|---:|---:|---|---|---:|",
+        ]
+        for m, r in var["jit"].items():
+            lines.append(
+                f"| {m} | {', '.join(f'{t:.0f}' for t in r['first_calls_ms'])} | "
+                f"{r['compile_ms']:.0f} | {r['jit_ms']:.1f} | {r['floor_ms']:.1f} | "
+                f"{r['ratio']:.3f} | T={r['new_length']}: {r['same_elbo_new_length']} | "
+                f"{', '.join(f'{t:.0f}' for t in r['new_length_first_calls_ms'])} | "
+                f"{r['recompile_ms']:.0f} |"
+            )
+        lines += [
+            "",
+            "*compile ms* = sum over the first three calls of (call − steady state): tracing "
+            "plus TorchScript's profiling re-optimisations.",
+            "",
+            "### TraceMeanField_ELBO",
+            "",
+            "| model | meanfield ms | floor ms | ratio |",
+            "|---|---:|---:|---:|",
+        ]
+        for m, r in var["meanfield"].items():
+            lines.append(
+                f"| {m} | {r['meanfield_ms']:.1f} | {r['floor_ms']:.1f} | {r['ratio']:.3f} |"
+            )
+        ks = [r["particles"] for r in next(iter(var["particles"].values()))]
+        lines += [
+            "",
+            "### Vectorised particles: `log_weights` (no gradients)",
+            "",
+            "| model | " + " | ".join(f"K={k} ms (per particle)" for k in ks)
+            + " | per-particle cost at largest K vs K=1 |",
+            "|---|" + "---:|" * (len(ks) + 1),
+        ]
+        for m, rows in var["particles"].items():
+            lines.append(
+                f"| {m} | " + " | ".join(
+                    f"{r['ms']:.0f} ({r['ms_per_particle']:.1f})" for r in rows
+                ) + f" | {rows[-1]['per_particle_vs_k1']:.2f} |"
+            )
+    ov = res.get("overhead")
+    if ov:
+        comp = ov["components_us"]
+        lines += [
+            "",
+            "## Where the Pyro overhead goes",
+            "",
+            f"Per-call costs (µs; {ov['probe_model']}, target setting; a Pyro step calls "
+            "`check_inputs` and `pyro.module` twice, model and guide):",
+            "",
+        ]
+        lines += [f"- {k}: {_fmt(v, 0)}" for k, v in comp.items()]
+        p = ov["profile"]
+        lines += [
+            "",
+            f"cProfile of the Pyro step ({ov['probe_model']}, target setting): "
+            f"{p['step_ms']:.0f} ms per step, "
+            f"of which {p['pyro_python_ms']:.1f} ms in Pyro's own Python code; top:",
+            "",
+        ]
+        lines += [f"- `{t['function']}`: {t['ms_per_step']:.2f} ms" for t in p["top"]]
+        lines += [
+            "",
+            "Overhead-bound setting (tiny MLP networks: frames 1×1×16, latent 8, LSTM 32, B=8, "
+            f"T={TARGET['length']}):",
+            "",
+            "| model | pyro ms | floor ms | ratio | floor + check_inputs ms | ratio, Pyro checks "
+            "off | ratio, all validation off (both) | proposed GTM ms | proposed / floor | "
+            "proposed / current (paired) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for m, r in ov["tiny"].items():
+            pp = r["proposed_over_pyro"]
+            lines.append(
+                f"| {m} | {r['pyro_ms']:.2f} | {r['floor_ms']:.2f} | {r['ratio']:.3f} | "
+                f"{r['floor_checked_ms']:.2f} | {r['ratio_no_pyro_checks']:.3f} | "
+                f"{r['ratio_novalidation']:.3f} | {r['pyro_proposed_ms']:.2f} | "
+                f"{r['ratio_proposed']:.3f} | {pp['median']:.3f} [{pp['ci95'][0]:.3f}, "
+                f"{pp['ci95'][1]:.3f}] |"
+            )
+        lines += [
+            "",
+            "*Pyro checks off*: `pyro.infer`/`pyro.poutine` validation off (per-site shape "
+            "checks, NaN/inf warnings with backward hooks on every `log_prob_sum`), torch's "
+            "distribution validation still on, as in the floor.",
+            "",
+            "Garbage collector, steps run back to back (not interleaved):",
+            "",
+            "| setting | model | pyro ms/step | pyro GC ms/step | full collections/step | "
+            "floor ms/step | floor GC ms/step | pyro after `gc.freeze()`: ms/step, GC ms/step | "
+            "tracked objects |",
+            "|---|---|---:|---:|---:|---:|---:|---|---:|",
+        ]
+        for label, g in ov.get("gc", {}).items():
+            p_, f_, z_ = g["pyro"], g["floor"], g["pyro_after_gc_freeze"]
+            lines.append(
+                f"| {label} | {g['model']} | {p_['ms_per_step']:.1f} | "
+                f"{p_['gc_ms_per_step']:.2f} | {p_['full_collections_per_step']:.3f} | "
+                f"{f_['ms_per_step']:.1f} | {f_['gc_ms_per_step']:.2f} | "
+                f"{z_['ms_per_step']:.1f}, {z_['gc_ms_per_step']:.2f} | {p_['tracked_objects']} |"
+            )
+        lines += ["", "Proposed GTM vs current GTM at the target setting (paired):", ""]
+        for m, r in ov["target_proposed"].items():
+            pr = r["ratio_paired"]
+            pc = r["ratio_paired_cpu"]
+            lines.append(
+                f"- {m}: {r['pyro_proposed_ms']:.1f} ms vs {r['pyro_ms']:.1f} ms (medians), "
+                f"paired ratio {pr['median']:.4f} [{pr['ci95'][0]:.4f}, {pr['ci95'][1]:.4f}]; "
+                f"CPU time {r['pyro_proposed_cpu_ms']:.1f} vs {r['pyro_cpu_ms']:.1f} ms, paired "
+                f"{pc['median']:.4f} [{pc['ci95'][0]:.4f}, {pc['ci95'][1]:.4f}]"
+            )
+    cuda = res.get("cuda")
+    if cuda is None:
+        pass
+    elif "skipped" in cuda:
+        lines += ["", "## CUDA", ""]
+        lines.append(f"Skipped: {cuda['skipped']}.")
+    else:
+        lines += ["", f"## CUDA ({cuda['device']})", ""]
+        lines += ["| model | B | pyro ms | floor ms | ratio | pyro frames/s | floor frames/s |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for m, rows in cuda.items():
+            if m == "device":
+                continue
+            for r in rows:
+                lines.append(
+                    f"| {m} | {r['batch']} | {r['pyro_ms']:.1f} | {r['floor_ms']:.1f} | "
+                    f"{r['ratio']:.3f} | {r['pyro_fps']:.0f} | {r['floor_fps']:.0f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+#: a fitted exponent within this distance of 1 counts as linear
+LINEAR_TOLERANCE = 0.1
+
+
+def targets_summary(res: dict) -> list[str]:
+    """The two targets, model by model, from the measurements (nothing is assumed)."""
+    lines = ["", "## Targets", ""]
+    for m, r in res.get("target", {}).items():
+        lo, hi = r["ratio_paired"]["ci95"]
+        verdict = "met" if r["ratio"] <= RATIO_TARGET else "**not met**"
+        lines.append(
+            f"- {m}: Pyro step / floor = {r['ratio']:.3f} (ratio of medians; paired "
+            f"{r['ratio_paired']['median']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}]; CPU time "
+            f"{r['ratio_cpu']:.3f}; ratio of means incl. garbage collection "
+            f"{r['ratio_mean']:.3f}): ≤ {RATIO_TARGET} {verdict}."
+        )
+    sc = res.get("scaling", {}).get("length", {})
+    for m, s in sc.items():
+        e = s["exponent"]
+        a = e.get("pyro_upper", e["pyro"])
+        span = f"T ≥ {e['upper_from']}; all T: {_fmt(e['pyro'], 2)}" if "pyro_upper" in e else (
+            "all T"
+        )
+        linear = a is not None and abs(a - 1) <= LINEAR_TOLERANCE
+        note = ""
+        if m == "introspective":
+            note = (
+                " Introspective reads a buffer of L = T latents, so each of its T steps is "
+                "O(T) and a sequence costs O(T²) in the memory (attention, read, buffer "
+                "copy) on top of the O(T) networks: it is *not* expected to be linear in T "
+                "asymptotically; the memory-term exponents measure how far that has set in."
+            )
+        extra = ""
+        if m != "vrnn" and "vrnn" in sc:
+            d = memory_term_exponents(sc["vrnn"]["rows"], s["rows"])
+            extra = (
+                f" Memory term (this model minus the VRNN): time ∝ T^{_fmt(d['time'], 2)}, "
+                f"saved bytes ∝ T^{_fmt(d['memory'], 2)}."
+            )
+        lines.append(
+            f"- {m}: Pyro step time ∝ T^a with a = {_fmt(a, 2)} ({span}), saved bytes ∝ "
+            f"T^{_fmt(e['memory'], 2)}: "
+            f"{'linear' if linear else '**not linear**'} (|a − 1| ≤ {LINEAR_TOLERANCE})."
+            f"{extra}{note}"
+        )
+    return lines
+
+
+def memory_term_exponents(base_rows: list[dict], rows: list[dict]) -> dict:
+    """Growth exponents in T of what a memory adds to the VRNN (same T grid): the difference
+    of the floor times (less noisy than Pyro's GC-prone ones) and of the saved bytes."""
+    by_t = {r["length"]: r for r in base_rows}
+    ts, dt, dm = [], [], []
+    for r in rows:
+        b = by_t.get(r["length"])
+        if b is not None:
+            ts.append(r["length"])
+            dt.append(r["floor_ms"] - b["floor_ms"])
+            dm.append(r["memory"]["floor"]["saved_mb"] - b["memory"]["floor"]["saved_mb"])
+    return {"time": growth_exponent(ts, dt), "memory": growth_exponent(ts, dm)}
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sc = res["scaling"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
+    colors = dict(zip(MODELS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    panels = [
+        (axes[0, 0], sc["length"], "length", "T (B=32)", "ms per step"),
+        (axes[0, 1], sc["batch"], "batch", "B (T=20)", "ms per step"),
+        (axes[1, 0], sc["length"], "length", "T (B=32)", "saved MB per step (Pyro)"),
+        (axes[1, 1], sc["slots"], "num_slots", "DNC slots N (B=32, T=20)", "ms per step"),
+    ]
+    for i, (ax, series, key, xlabel, ylabel) in enumerate(panels):
+        if not series:
+            ax.set_visible(False)
+            continue
+        for m, s in series.items():
+            xs = [r[key] for r in s["rows"]]
+            if i == 2:
+                ax.plot(xs, [r["memory"]["pyro"]["saved_mb"] for r in s["rows"]], "o-",
+                        color=colors[m], label=f"{m} (a={_fmt(s['exponent']['memory'], 2)})")
+                continue
+            ax.plot(xs, [r["pyro_ms"] for r in s["rows"]], "o-", color=colors[m],
+                    label=f"{m} pyro (a={_fmt(s['exponent']['pyro'], 2)})")
+            ax.plot(xs, [r["floor_ms"] for r in s["rows"]], "x--", color=colors[m],
+                    label=f"{m} floor")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    env = res["environment"]
+    fig.suptitle(
+        f"GTM SVI step, Pyro (solid) vs floor (dashed); {env['device']}, "
+        f"{env['torch_num_threads']} thread(s)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="reduced grid (~2-3 minutes)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny networks, minimal grid: checks the code paths"
+    )
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", default="results", help="output folder (results)")
+    parser.add_argument(
+        "--sections",
+        default="target,scaling,variants,overhead,cuda",
+        help="comma-separated subset of target,scaling,variants,overhead,cuda",
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-write benchmark.md / .png (and the summary) from <out>/benchmark.json",
+    )
+    args = parser.parse_args(argv)
+    if args.render_only:
+        return write_outputs(json.loads((Path(args.out) / "benchmark.json").read_text()),
+                             Path(args.out))
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    GC.install()
+    warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.trace")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False")
+    device = torch.device(args.device)
+    sections = set(args.sections.split(","))
+    cfg = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
+    cfg["models"] = [m for m in MODELS if m in args.models.split(",")]
+    if not cfg["models"]:
+        parser.error(f"--models must name some of {MODELS}")
+    SIZES.clear()
+    if args.smoke:
+        SIZES.update(TINY)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    res: dict = {
+        "command": "python benchmarks/bench_step.py " + " ".join(sys.argv[1:] if argv is None
+                                                                 else argv),
+        "quick": args.quick,
+        "smoke": args.smoke,
+        "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in SIZES.items()},
+        "environment": environment(device),
+        "load": {"start": os.getloadavg()[0], "start_5min": os.getloadavg()[1]},
+        "setting": {**TARGET, "frame_shape": list(frame_shape()), "ratio_target": RATIO_TARGET},
+    }
+    log(f"environment: {res['environment']}")
+    if "target" in sections:
+        res["target"] = bench_target(cfg, device)
+    if "scaling" in sections:
+        res["scaling"] = bench_scaling(cfg, device)
+    if "variants" in sections:
+        res["variants"] = {
+            "jit": bench_jit(cfg, device),
+            "meanfield": bench_meanfield(cfg, device),
+            "particles": bench_particles(cfg, device),
+        }
+    if "overhead" in sections:
+        res["overhead"] = bench_overhead(cfg, device)
+    if "cuda" in sections:
+        cuda = torch.device("cuda") if torch.cuda.is_available() else device
+        res["cuda"] = bench_cuda(cfg, cuda)
+    res["load"]["end"] = os.getloadavg()[0]
+    res["load"]["end_5min"] = os.getloadavg()[1]
+    res["seconds"] = time.perf_counter() - t0
+
+    write_outputs(res, out_dir)
+    log(f"done in {res['seconds'] / 60:.1f} min; wrote {out_dir}/benchmark.json")
+    return res
+
+
+def write_outputs(res: dict, out_dir: Path) -> dict:
+    """``benchmark.json`` (with a ``summary``: per model ``pyro_ms``, ``floor_ms``, ``ratio``
+    at the target setting), ``benchmark.md`` and ``benchmark_scaling.png``."""
+    res["summary"] = {
+        m: {k: r[k] for k in ("pyro_ms", "floor_ms", "ratio", "ratio_mean", "meets_target")}
+        for m, r in res.get("target", {}).items()
+    }
+    (out_dir / "benchmark.json").write_text(json.dumps(_json_ready(res), indent=2) + "\n")
+    if "target" in res:
+        (out_dir / "benchmark.md").write_text(markdown(res))
+    if "scaling" in res:
+        plot(res, out_dir / "benchmark_scaling.png")
+    return res
+
+
+def _json_ready(v):
+    if isinstance(v, dict):
+        return {str(k): _json_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_ready(x) for x in v]
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+if __name__ == "__main__":
+    main()

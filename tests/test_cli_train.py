@@ -1,0 +1,134 @@
+"""End to end through the command line: train -> evaluate -> sample, exact resume after a
+SIGKILL, and the examples, all on the bundled MNIST subset with tiny models."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pgtm.cli import main
+from pgtm.inference.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--latent-size", "4", "--controller-size", "16", "--network", "mlp", "--batch-size", "4",
+        "--eval-sequences", "4", "--iwae-particles", "30", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def bundled_data(monkeypatch):
+    monkeypatch.delenv("PGTM_DATA_DIR", raising=False)
+
+
+def train_args(out, steps, *extra):
+    return ["train", "perfect-recall", "-l", "4", "-k", "2", "--out", str(out), "--steps",
+            str(steps), "--eval-every", "3", "--checkpoint-every", "2", *TINY, *extra]
+
+
+def test_train_evaluate_sample(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(run, 12, "--learning-rate", "3e-3")) == 0
+    results = json.loads((run / "results.json").read_text())
+    for key in ("recall_kl", "prerecall_kl", "elbo", "iwae", "iwae_k", "steps", "seconds",
+                "parameters"):
+        assert key in results
+    assert results["steps"] == 12 and results["iwae"] >= results["elbo"]
+    for picture in ("samples.png", "kl_per_step.png", "read_weights.png"):
+        assert (run / picture).stat().st_size > 1000
+    log = (run / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss") and "recall_kl" in log[0]
+    losses = [float(row.split(",")[1]) for row in log[1:]]
+    assert losses[-1] < losses[0]  # short training lowers the loss
+
+    assert main(["evaluate", str(run), "--particles", "20", "--sequences", "3"]) == 0
+    evaluation = json.loads((run / "evaluation_k20.json").read_text())
+    assert len(evaluation["kl"]) == 6 and len(evaluation["iwae"]) == 3
+    assert main(["sample", str(run), "--out", str(tmp_path / "s.png"), "--observe", "4"]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 500
+    assert (tmp_path / "s_read_weights.png").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "perfect-recall", "-l", "3", "-k", "5", "--out", "X"], "recall_length"),
+        (["train", "perfect-recall", "--model", "vrnn", "--sparsity", "0.1", "--out", "X"],
+         "--sparsity applies to --model introspective only"),
+        (["evaluate", "no-such-run"], "RUN_DIR must be a folder written by 'pgtm train'"),
+    ],
+)
+def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("pgtm: error:") and message in err
+
+
+def test_unknown_model_is_a_usage_error(capsys):
+    assert main(["train", "perfect-recall", "--model", "kanerva", "--out", "X"]) == 2
+    assert "invalid choice: 'kanerva'" in capsys.readouterr().err
+
+
+def _parameters(run):
+    return load_checkpoint(Path(run) / "checkpoint.pt")["module"]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    """Kill a training process after its first checkpoints, resume it, and compare with a run
+    that was never interrupted: the parameters must be bit-identical."""
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pgtm.cli", *train_args(killed, 10_000)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+    )
+    checkpoint = killed / "checkpoint.pt"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if checkpoint.exists() and load_checkpoint(checkpoint)["step"] >= 4:
+                break
+            time.sleep(0.2)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    step = load_checkpoint(checkpoint)["step"]
+    assert 4 <= step < 10_000
+    target = step + 3
+    assert main(train_args(killed, target)) == 0
+    fresh = tmp_path / "fresh"
+    assert main(train_args(fresh, target)) == 0
+    resumed, uninterrupted = _parameters(killed), _parameters(fresh)
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        assert torch.equal(resumed[name], uninterrupted[name]), name
+    rows = (killed / "log.csv").read_text().splitlines()[1:]
+    steps = [int(row.split(",")[0]) for row in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == target  # no duplicate rows
+
+
+@pytest.mark.parametrize(
+    "script,args",
+    [
+        ("custom_prior.py", ["--steps", "3"]),
+        ("compare_models.py", ["perfect-recall", "--models", "vrnn", "introspective", "--steps",
+                               "2", "--batch-size", "2", "--eval-every", "2", "--eval-sequences",
+                               "3", "--iwae-particles", "3", "-l", "3", "-k", "2"]),
+    ],
+)
+def test_examples_run_end_to_end(script, args, tmp_path):
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    produced = {p.name for p in out.rglob("*")}
+    assert "results.json" in produced
+    if script == "compare_models.py":
+        summary = json.loads((out / "summary.json").read_text())
+        assert set(summary) == {"vrnn", "introspective"}
