@@ -25,10 +25,12 @@ storages autograd saves for backward during one step (parameters excluded; measu
 ``torch.cuda.max_memory_allocated`` over a step, above what was allocated before it.
 
 Sections: the target setting (B=32, T=20, default sizes, 28x28 Bernoulli frames), scaling in T,
-in B and in the DNC's N, variants (``JitTrace_ELBO`` compile / steady state / new length,
+in B and in the DNC's N (interleaved across the sizes too, exponents fitted per repetition),
+variants (``JitTrace_ELBO`` compile / steady state / new length,
 ``TraceMeanField_ELBO``, vectorised-particle evaluation with
 :func:`pgtm.inference.evaluate.log_weights`), an overhead decomposition, and a CUDA batch sweep
-(skipped without a GPU).
+(skipped without a GPU), and the CPU allocator (glibc defaults vs ``MALLOC_TUNED``, in fresh
+processes).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ import math
 import os
 import platform
 import pstats
+import resource
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -75,6 +79,8 @@ RATIO_TARGET = 1.05
 #: content-addressed memories get this many slots in the T sweep (build_gtm's default is
 #: max(32, T), which would make N grow with T)
 FIXED_SLOTS = 32
+#: the "upper range" of a sweep, where fixed per-step costs no longer flatten the exponent
+UPPER_FROM = 50
 #: the "overhead-bound" setting: tiny MLP networks, so per-op work is small and per-site
 #: bookkeeping shows (the regime a GPU puts every model in)
 TINY = {
@@ -91,6 +97,7 @@ FULL = {
     "lengths": (10, 20, 50, 100, 200),
     "batches": (8, 32, 128, 256),
     "slots": (16, 32, 64, 128),
+    "sweep_reps": 3,
     "jit_models": ("vrnn", "introspective", "dnc"),
     "jit_reps": 6,
     "meanfield_reps": 6,
@@ -98,6 +105,8 @@ FULL = {
     "particle_models": ("vrnn", "introspective", "dnc"),
     "tiny_reps": 20,
     "gc_steps": {"tiny": 60, "target": 20},
+    "malloc_lengths": (20, 100),
+    "malloc_steps": 3,
     "cuda_batches": (64, 128, 256, 512, 1024),
 }
 #: a seconds-long run of every code path (tiny networks; used by the tests)
@@ -107,6 +116,7 @@ SMOKE = {
     "lengths": (5, 20),
     "batches": (4, 32),
     "slots": (8, 32),
+    "sweep_reps": 2,
     "jit_models": MODELS,
     "jit_reps": 1,
     "meanfield_reps": 1,
@@ -114,6 +124,8 @@ SMOKE = {
     "particle_models": MODELS,
     "tiny_reps": 2,
     "gc_steps": {"tiny": 3, "target": 2},
+    "malloc_lengths": (5,),
+    "malloc_steps": 1,
     "cuda_batches": (64,),
 }
 QUICK = {
@@ -122,6 +134,7 @@ QUICK = {
     "lengths": (10, 20, 40),
     "batches": (8, 32),
     "slots": (16, 64),
+    "sweep_reps": 2,
     "jit_models": ("vrnn",),
     "jit_reps": 3,
     "meanfield_reps": 3,
@@ -129,6 +142,8 @@ QUICK = {
     "particle_models": ("vrnn", "dnc"),
     "tiny_reps": 15,
     "gc_steps": {"tiny": 30, "target": 6},
+    "malloc_lengths": (20, 50),
+    "malloc_steps": 2,
     "cuda_batches": (64, 256, 1024),
 }
 
@@ -169,15 +184,26 @@ class GCTimer:
 GC = GCTimer()
 
 
-def time_call(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float]:
-    """``(wall seconds, process CPU seconds, garbage-collector seconds)`` of ``fn()``,
-    synchronised with the device on both sides."""
+def time_call(fn: Callable[[], object], device: torch.device) -> dict[str, float]:
+    """Seconds of ``fn()``, synchronised with the device on both sides: ``wall``, process
+    ``cpu`` (= ``user`` + ``sys``: kernel time, mostly page faults of freshly mapped memory),
+    ``gc`` (in Python's garbage collector), and ``minflt`` (minor page faults)."""
     sync(device)
     gc0 = GC.seconds
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     fn()
     sync(device)
-    return time.perf_counter() - wall0, time.process_time() - cpu0, GC.seconds - gc0
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "user": r1.ru_utime - r0.ru_utime,
+        "sys": r1.ru_stime - r0.ru_stime,
+        "gc": GC.seconds - gc0,
+        "minflt": float(r1.ru_minflt - r0.ru_minflt),
+    }
 
 
 def interleaved(
@@ -186,17 +212,16 @@ def interleaved(
     """Run every function once per repetition, rotating the order, and keep the timings of
     the repetitions after ``warmup``.
 
-    :returns: ``{name: {"wall": [...], "cpu": [...], "gc": [...]}}`` (seconds)."""
+    :returns: ``{name: {"wall": [...], "cpu": [...], ...}}`` (see :func:`time_call`)."""
     names = list(fns)
-    out = {n: {"wall": [], "cpu": [], "gc": []} for n in names}
+    out: dict[str, dict[str, list[float]]] = {n: {} for n in names}
     for rep in range(warmup + reps):
         k = rep % len(names)
         for name in names[k:] + names[:k]:
-            wall, cpu, gc_s = time_call(fns[name], device)
+            measured = time_call(fns[name], device)
             if rep >= warmup:
-                out[name]["wall"].append(wall)
-                out[name]["cpu"].append(cpu)
-                out[name]["gc"].append(gc_s)
+                for key, value in measured.items():
+                    out[name].setdefault(key, []).append(value)
     return out
 
 
@@ -334,6 +359,9 @@ def summarise(times: dict[str, dict[str, list[float]]], num: str, den: str) -> d
         out[f"{name}_mean_ms"] = 1e3 * statistics.fmean(t["wall"])
         out[f"{name}_cpu_ms"] = median_ms(t["cpu"])
         out[f"{name}_gc_ms"] = 1e3 * statistics.fmean(t["gc"])
+        out[f"{name}_user_ms"] = median_ms(t["user"])
+        out[f"{name}_sys_ms"] = median_ms(t["sys"])
+        out[f"{name}_minflt"] = statistics.median(t["minflt"])
         out[f"{name}_iqr_ms"] = [1e3 * float(np.percentile(t["wall"], q)) for q in (25, 75)]
     out["ratio"] = out[f"{num}_ms"] / out[f"{den}_ms"]
     out["ratio_mean"] = out[f"{num}_mean_ms"] / out[f"{den}_mean_ms"]
@@ -387,91 +415,115 @@ def bench_target(cfg, device) -> dict:
     return out
 
 
-def _reps_for(work: float, base_reps: int) -> int:
-    """Fewer repetitions for bigger steps: ``work`` is the step size relative to the target."""
-    if work <= 1.0:
-        return base_reps
-    if work <= 3.0:
-        return max(2, base_reps // 2)
-    return 2
+def bench_sweep(cfg, device, memory: str, settings: list[dict], reps: int) -> dict:
+    """Pyro vs floor over ``settings`` (each with ``batch``, ``length`` and build options),
+    *interleaved across the settings*: every repetition runs every setting once (rotating
+    order), so a change in the load of the machine hits all sizes alike and the growth
+    exponent is fitted per repetition (paired), like the ratios.
 
-
-def bench_sweep(cfg, device, memory: str, settings: list[dict], base_reps: int) -> list[dict]:
-    """Pyro vs floor over ``settings`` (each with ``batch``, ``length`` and build options)."""
-    rows = []
+    Each setting has its own module; Pyro's global param store is cleared before each Pyro
+    step so that ``pyro.module("gtm", ...)`` registers the module being timed (a few
+    microseconds per parameter, negligible next to these steps)."""
+    pairs = []
     for s in settings:
-        B, T = s["batch"], s["length"]
         options = {k: v for k, v in s.items() if k not in ("batch", "length")}
-        pair = Pair(memory, T, device, **options)
-        x = random_frames(B, T, frame_shape(), device)
-        work = B * T / (TARGET["batch"] * TARGET["length"])
-        reps = _reps_for(work, base_reps)
-        memory_mb = pair.memory(x)  # also the first warm-up step of both
-        times = interleaved(
-            {"pyro": lambda p=pair, x=x: p.pyro(x), "floor": lambda p=pair, x=x: p.floor(x)},
-            reps,
-            1 if work <= 1 else 0,
-            device,
+        pair = Pair(memory, s["length"], device, **options)
+        x = random_frames(s["batch"], s["length"], frame_shape(), device)
+
+        def pyro_step(p=pair, x=x):
+            pyro.clear_param_store()
+            return p.pyro(x)
+
+        pairs.append((s, options, pair, x, pyro_step))
+    memories = []
+    for _, _, pair, x, pyro_step in pairs:  # the warm-up steps, with the memory probe
+        memories.append(
+            {
+                "pyro": step_memory_mb(pyro_step, pair.gtm, device),
+                "floor": step_memory_mb(lambda p=pair, x=x: p.floor(x), pair.twin, device),
+            }
         )
-        row = {"batch": B, "length": T, **options, **summarise(times, "pyro", "floor")}
-        row["memory"] = memory_mb
-        row["load"] = os.getloadavg()[0]
+    fns = {}
+    for i, (_, _, pair, x, pyro_step) in enumerate(pairs):
+        fns[f"pyro@{i}"] = pyro_step
+        fns[f"floor@{i}"] = lambda p=pair, x=x: p.floor(x)
+    times = interleaved(fns, reps, 0, device)
+    rows = []
+    for i, (s, options, _, _, _) in enumerate(pairs):
+        sub = {"pyro": times[f"pyro@{i}"], "floor": times[f"floor@{i}"]}
+        row = {"batch": s["batch"], "length": s["length"], **options}
+        row.update(summarise(sub, "pyro", "floor"))
+        row["memory"] = memories[i]
         rows.append(row)
         log(
-            f"sweep {memory} B={B} T={T} {options or ''}: pyro {row['pyro_ms']:.1f} ms, "
-            f"floor {row['floor_ms']:.1f} ms, saved {row['memory']['pyro']['saved_mb']:.0f} MB"
+            f"sweep {memory} B={s['batch']} T={s['length']} {options or ''}: pyro "
+            f"{row['pyro_ms']:.1f} ms (CPU {row['pyro_cpu_ms']:.1f}), floor "
+            f"{row['floor_ms']:.1f} ms, saved {row['memory']['pyro']['saved_mb']:.0f} MB"
         )
-    return rows
+    return {"rows": rows, "times": times}
 
 
-def _fits(rows: list[dict], key: str) -> dict:
+def _fits(sweep: dict, key: str) -> dict:
+    """Growth exponents ``a`` (time ∝ key^a): from the medians, per repetition (median of the
+    per-repetition slopes with a bootstrap 95% interval), on CPU time, over key ≥ 50 only,
+    and of the saved bytes."""
+    rows, times = sweep["rows"], sweep["times"]
     xs = [r[key] for r in rows]
     fit = {
         "pyro": growth_exponent(xs, [r["pyro_ms"] for r in rows]),
         "floor": growth_exponent(xs, [r["floor_ms"] for r in rows]),
         "pyro_cpu": growth_exponent(xs, [r["pyro_cpu_ms"] for r in rows]),
+        "floor_cpu": growth_exponent(xs, [r["floor_cpu_ms"] for r in rows]),
         "memory": growth_exponent(xs, [r["memory"]["pyro"]["saved_mb"] for r in rows]),
     }
-    upper = [r for r in rows if r[key] >= 50]
+    upper = [i for i, r in enumerate(rows) if r[key] >= UPPER_FROM]
+    ranges = {"": list(range(len(rows)))}
     if len(upper) >= 2:
-        fit["pyro_upper"] = growth_exponent(
-            [r[key] for r in upper], [r["pyro_ms"] for r in upper]
-        )
-        fit["upper_from"] = 50
+        fit["upper_from"] = UPPER_FROM
+        ranges["_upper"] = upper
+    for suffix, idx in ranges.items():
+        ux = [rows[i][key] for i in idx]
+        for who in ("pyro", "floor"):
+            for clock in ("wall", "cpu", "user"):
+                samples = [times[f"{who}@{i}"][clock] for i in idx]
+                per_rep = [
+                    growth_exponent(ux, [t[k] for t in samples]) for k in range(len(samples[0]))
+                ]
+                fit[f"{who}_{clock}_per_rep{suffix}"] = _median_ci(per_rep)
     return fit
 
 
+def _median_ci(values: list[float | None], seed: int = 0) -> dict:
+    v = np.asarray([x for x in values if x is not None], float)
+    if v.size == 0:
+        return {"median": None, "ci95": [None, None]}
+    boots = np.median(np.random.default_rng(seed).choice(v, size=(2000, v.size)), axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"median": float(np.median(v)), "ci95": [float(lo), float(hi)]}
+
+
+def _sweep_result(sweep: dict, key: str) -> dict:
+    return {"rows": sweep["rows"], "exponent": _fits(sweep, key)}
+
+
 def bench_scaling(cfg, device) -> dict:
-    """Time and memory per step as T grows (B=32), as B grows (T=20), and the DNC's N.
-
-    The target point (B=32, T=20, N=32) is measured once, in the T sweep, and reused."""
+    """Time and memory per step as T grows (B=32), as B grows (T=20), and the DNC's N."""
     B, T = TARGET["batch"], TARGET["length"]
-    reps = max(3, cfg["target_reps"] // 3)
+    reps = cfg["sweep_reps"]
     out: dict = {"length": {}, "batch": {}, "slots": {}}
-
-    def at_target(rows):
-        return [r for r in rows if r["length"] == T and r["batch"] == B][:1]
-
     for memory in cfg["models"]:
         fixed = {"num_slots": FIXED_SLOTS} if memory in ("ntm", "lru", "dnc") else {}
-        rows_t = bench_sweep(
-            cfg, device, memory, [{"batch": B, "length": L, **fixed} for L in cfg["lengths"]], reps
+        grid = [{"batch": B, "length": L, **fixed} for L in cfg["lengths"]]
+        sweep = bench_sweep(cfg, device, memory, grid, reps)
+        out["length"][memory] = _sweep_result(sweep, "length")
+        grid = [{"batch": b, "length": T} for b in cfg["batches"]]
+        sweep = bench_sweep(cfg, device, memory, grid, reps)
+        out["batch"][memory] = _sweep_result(sweep, "batch")
+    if "dnc" in cfg["models"]:
+        grid = [{"batch": B, "length": T, "num_slots": n} for n in cfg["slots"]]
+        out["slots"]["dnc"] = _sweep_result(
+            bench_sweep(cfg, device, "dnc", grid, reps), "num_slots"
         )
-        out["length"][memory] = {"rows": rows_t, "exponent": _fits(rows_t, "length")}
-        reuse = at_target(rows_t)
-        todo = [b for b in cfg["batches"] if not (b == B and reuse)]
-        rows_b = bench_sweep(cfg, device, memory, [{"batch": b, "length": T} for b in todo], reps)
-        rows_b = sorted(rows_b + reuse, key=lambda r: r["batch"])
-        out["batch"][memory] = {"rows": rows_b, "exponent": _fits(rows_b, "batch")}
-    if "dnc" not in cfg["models"]:
-        return out
-    reuse = at_target(out["length"]["dnc"]["rows"]) if FIXED_SLOTS in cfg["slots"] else []
-    todo = [n for n in cfg["slots"] if not (n == FIXED_SLOTS and reuse)]
-    rows = bench_sweep(
-        cfg, device, "dnc", [{"batch": B, "length": T, "num_slots": n} for n in todo], reps
-    )
-    rows = sorted(rows + reuse, key=lambda r: r["num_slots"])
-    out["slots"]["dnc"] = {"rows": rows, "exponent": _fits(rows, "num_slots")}
     return out
 
 
@@ -484,7 +536,7 @@ def bench_jit(cfg, device) -> dict:
     for memory in [m for m in cfg["jit_models"] if m in cfg["models"]]:
         elbo = JitTrace_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)
         pair = Pair(memory, T, device, elbo=elbo)
-        first = [time_call(lambda p=pair: p.pyro(x), device)[0] for _ in range(3)]
+        first = [time_call(lambda p=pair: p.pyro(x), device)["wall"] for _ in range(3)]
         times = interleaved(
             {"jit": lambda p=pair: p.pyro(x), "floor": lambda p=pair: p.floor(x)},
             cfg["jit_reps"],
@@ -508,7 +560,7 @@ def bench_jit(cfg, device) -> dict:
         # a fresh JitTrace_ELBO for the new length (same module and optimiser): recompiles
         elbo2 = JitTrace_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)
         svi2 = SVI(pair.gtm.model, pair.gtm.guide, pair.pyro_optim, elbo2)
-        first2 = [time_call(lambda s=svi2: s.step(x2), device)[0] for _ in range(3)]
+        first2 = [time_call(lambda s=svi2: s.step(x2), device)["wall"] for _ in range(3)]
         steady2 = interleaved({"jit": lambda s=svi2: s.step(x2)}, 3, 0, device)["jit"]["wall"]
         row["new_length"] = T2
         row["new_length_first_calls_ms"] = [1e3 * t for t in first2]
@@ -689,6 +741,20 @@ def pyro_checks_off(fn: Callable[[], object]):
         pyro.poutine.enable_validation(poutine_was)
 
 
+def _feature_slicing(length: int, how: str, device) -> None:
+    """The guide's use of the encoder features ``[B, T, F]``: one slice per step
+    (``features[:, t : t + 1]``, whose backward materialises a zero ``[B, T, F]`` gradient per
+    step: O(T²) in all) or one ``split`` (O(T)); forward + backward."""
+    features = torch.randn(TARGET["batch"], length, 256, device=device, requires_grad=True)
+    w = torch.randn(256, device=device)
+    if how == "slice":
+        parts = [features[:, t : t + 1] for t in range(length)]
+    else:
+        parts = features.split(1, dim=1)
+    sum((p * w).sum() for p in parts).backward()
+    sync(device)
+
+
 def micro(fn: Callable[[], object], n: int) -> float:
     """Median microseconds of ``fn()`` over ``n`` calls (in 5 batches)."""
     per = []
@@ -734,6 +800,11 @@ def bench_overhead(cfg, device) -> dict:
     }
     for p in params:
         p.grad = None
+    for length in (TARGET["length"], 200):
+        for how in ("slice", "split"):
+            out["components_us"][f"features per-step {how}, backward, T={length}"] = micro(
+                lambda n=length, h=how: _feature_slicing(n, h, device), 3
+            )
     log(f"overhead components: {out['components_us']}")
 
     # end-to-end: Pyro (as is / validation off / proposed GTM) vs the floor, tiny networks
@@ -872,6 +943,61 @@ def _pyro_share(prof: cProfile.Profile, steps: int) -> dict:
     }
 
 
+#: glibc malloc settings that keep freed memory in the process: no mmap for large blocks (so
+#: no fresh, kernel-zeroed pages at every step) and no trimming of the heap
+MALLOC_TUNED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
+
+
+def malloc_probe(spec: str) -> dict:
+    """Run in a subprocess: ``spec = "model:T:steps"``; Pyro and floor steps at B=32."""
+    memory, length, steps = spec.split(":")
+    device = torch.device("cpu")
+    options = {"num_slots": FIXED_SLOTS} if memory in ("ntm", "lru", "dnc") else {}
+    pair = Pair(memory, int(length), device, **options)
+    x = random_frames(TARGET["batch"], int(length), frame_shape(), device)
+    times = interleaved(
+        {"pyro": lambda: pair.pyro(x), "floor": lambda: pair.floor(x)}, int(steps), 1, device
+    )
+    row = summarise(times, "pyro", "floor")
+    row["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
+def bench_malloc(cfg, device) -> dict:
+    """The same steps in fresh processes with glibc's default allocator settings and with
+    :data:`MALLOC_TUNED` (the variables must be set before the process starts)."""
+    if device.type != "cpu":
+        return {"skipped": "CPU allocator only"}
+    probe = "dnc" if "dnc" in cfg["models"] else cfg["models"][0]
+    out: dict = {"model": probe, "tuned_env": MALLOC_TUNED, "rows": []}
+    base_env = {k: v for k, v in os.environ.items() if k not in MALLOC_TUNED}
+    for length in cfg["malloc_lengths"]:
+        row: dict = {"length": length}
+        for label, extra in (("default", {}), ("tuned", MALLOC_TUNED)):
+            cmd = [
+                sys.executable, str(Path(__file__).resolve()), "--threads",
+                str(torch.get_num_threads()), "--malloc-probe",
+                f"{probe}:{length}:{cfg['malloc_steps']}",
+            ]
+            if SIZES:
+                cmd.append("--smoke")
+            proc = subprocess.run(
+                cmd, env={**base_env, **extra}, capture_output=True, text=True, check=True
+            )
+            row[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+        for who in ("pyro", "floor"):
+            row[f"{who}_speedup"] = row["default"][f"{who}_ms"] / row["tuned"][f"{who}_ms"]
+        out["rows"].append(row)
+        d, t = row["default"], row["tuned"]
+        log(
+            f"malloc {probe} T={length}: floor {d['floor_ms']:.0f} -> {t['floor_ms']:.0f} ms "
+            f"(sys {d['floor_sys_ms']:.0f} -> {t['floor_sys_ms']:.0f} ms, page faults "
+            f"{d['floor_minflt']:.0f} -> {t['floor_minflt']:.0f}), pyro {d['pyro_ms']:.0f} -> "
+            f"{t['pyro_ms']:.0f} ms"
+        )
+    return out
+
+
 def bench_cuda(cfg, device) -> dict:
     """Time per step and frames per second for B = 64 ... 1024 (T=20) on the GPU."""
     if device.type != "cuda":
@@ -936,6 +1062,13 @@ def _fmt(v, digits=1):
     return str(v)
 
 
+def _ci(stat: dict | None) -> str:
+    if not stat or stat.get("median") is None:
+        return "–"
+    lo, hi = stat["ci95"]
+    return f"{stat['median']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
 def markdown(res: dict) -> str:
     env = res["environment"]
     lines = [
@@ -982,20 +1115,28 @@ def markdown(res: dict) -> str:
             f"## Scaling in T (B={TARGET['batch']}; NTM/LRU/DNC with N={FIXED_SLOTS} slots, "
             "Introspective with L=T)",
             "",
-            "Pyro ms (floor ms) per step; *a*: least-squares slope of log time on log T "
-            "(time ∝ T^a) for Pyro, the floor, Pyro over T ≥ 50 only; *a_mem*: the same for "
-            "the saved bytes.",
+            "Median wall ms per step, Pyro (floor); the settings are interleaved, every "
+            "repetition runs all T. *a*: slope of log time on log T (time ∝ T^a), fitted per "
+            "repetition, median [95% CI]: Pyro wall time over all T; Pyro CPU time and "
+            f"user (non-kernel) time, and the floor's user time, over T ≥ {UPPER_FROM}. *sys*: "
+            "kernel share of the Pyro step's CPU time at the largest T (page faults). *a_mem*: "
+            "the exponent of the saved bytes.",
             "",
             "| model | " + " | ".join(f"T={t}" for t in lengths)
-            + " | a pyro | a floor | a pyro (T≥50) | a_mem |",
-            "|---|" + "---:|" * (len(lengths) + 4),
+            + f" | a pyro wall | a pyro CPU (T≥{UPPER_FROM}) | a pyro user (T≥{UPPER_FROM}) "
+            f"| a floor user (T≥{UPPER_FROM}) | sys | a_mem |",
+            "|---|" + "---:|" * (len(lengths) + 6),
         ]
         for m, s in sc["length"].items():
             e = s["exponent"]
             cells = [f"{r['pyro_ms']:.0f} ({r['floor_ms']:.0f})" for r in s["rows"]]
+            last = s["rows"][-1]
+            sys_share = last.get("pyro_sys_ms", 0.0) / last["pyro_cpu_ms"]
             lines.append(
-                f"| {m} | " + " | ".join(cells) + f" | {_fmt(e['pyro'], 2)} | "
-                f"{_fmt(e['floor'], 2)} | {_fmt(e.get('pyro_upper'), 2)} | "
+                f"| {m} | " + " | ".join(cells) + f" | {_ci(e.get('pyro_wall_per_rep'))} | "
+                f"{_ci(e.get('pyro_cpu_per_rep_upper'))} | "
+                f"{_ci(e.get('pyro_user_per_rep_upper'))} | "
+                f"{_ci(e.get('floor_user_per_rep_upper'))} | {100 * sys_share:.0f}% | "
                 f"{_fmt(e['memory'], 2)} |"
             )
         lines += ["", "Saved MB per step (Pyro):", "",
@@ -1009,8 +1150,8 @@ def markdown(res: dict) -> str:
             "",
             f"## Scaling in B (T={TARGET['length']})",
             "",
-            "| model | " + " | ".join(f"B={b}" for b in batches) + " | a pyro | a floor | "
-            "ratio at largest B | saved MB at largest B |",
+            "| model | " + " | ".join(f"B={b}" for b in batches) + " | a pyro wall | "
+            "a pyro CPU | ratio at largest B (paired) | saved MB at largest B |",
             "|---|" + "---:|" * (len(batches) + 4),
         ]
         for m, s in sc["batch"].items():
@@ -1018,8 +1159,9 @@ def markdown(res: dict) -> str:
             cells = [f"{r['pyro_ms']:.0f} ({r['floor_ms']:.0f})" for r in s["rows"]]
             last = s["rows"][-1]
             lines.append(
-                f"| {m} | " + " | ".join(cells) + f" | {_fmt(e['pyro'], 2)} | "
-                f"{_fmt(e['floor'], 2)} | {last['ratio']:.3f} | "
+                f"| {m} | " + " | ".join(cells) + f" | {_ci(e.get('pyro_wall_per_rep'))} | "
+                f"{_ci(e.get('pyro_cpu_per_rep'))} | {last['ratio']:.3f} "
+                f"({last['ratio_paired']['median']:.3f}) | "
                 f"{last['memory']['pyro']['saved_mb']:.0f} |"
             )
         d = sc["slots"].get("dnc", {"rows": [], "exponent": {"pyro": None, "memory": None}})
@@ -1037,7 +1179,9 @@ def markdown(res: dict) -> str:
                 f"{r['ratio']:.3f} | {r['memory']['pyro']['saved_mb']:.0f} |"
             )
         lines.append(
-            f"\nGrowth exponents in N: time {_fmt(d['exponent']['pyro'], 2)}, saved bytes "
+            f"\nGrowth exponents in N (per-repetition fits): Pyro wall time "
+            f"{_ci(d['exponent'].get('pyro_wall_per_rep'))}, CPU time "
+            f"{_ci(d['exponent'].get('pyro_cpu_per_rep'))}; saved bytes "
             f"{_fmt(d['exponent']['memory'], 2)}."
         )
     var = res.get("variants")
@@ -1160,6 +1304,30 @@ def markdown(res: dict) -> str:
                 f"CPU time {r['pyro_proposed_cpu_ms']:.1f} vs {r['pyro_cpu_ms']:.1f} ms, paired "
                 f"{pc['median']:.4f} [{pc['ci95'][0]:.4f}, {pc['ci95'][1]:.4f}]"
             )
+    mal = res.get("malloc")
+    if mal and "rows" in mal:
+        env = " ".join(f"{k}={v}" for k, v in mal["tuned_env"].items())
+        lines += [
+            "",
+            "## CPU allocator (glibc malloc): default vs tuned",
+            "",
+            f"{mal['model']}, B={TARGET['batch']}, fresh processes; *tuned*: `{env}` (large "
+            "blocks from the heap, freed memory kept, so no fresh kernel-zeroed pages each "
+            "step). Medians of interleaved Pyro/floor steps.",
+            "",
+            "| T | who | default ms | tuned ms | speed-up | default sys ms | tuned sys ms | "
+            "default page faults/step | tuned page faults/step | max RSS MB default / tuned |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in mal["rows"]:
+            d, t = r["default"], r["tuned"]
+            for who in ("pyro", "floor"):
+                lines.append(
+                    f"| {r['length']} | {who} | {d[f'{who}_ms']:.0f} | {t[f'{who}_ms']:.0f} | "
+                    f"{r[f'{who}_speedup']:.2f}× | {d[f'{who}_sys_ms']:.0f} | "
+                    f"{t[f'{who}_sys_ms']:.0f} | {d[f'{who}_minflt']:.0f} | "
+                    f"{t[f'{who}_minflt']:.0f} | {d['maxrss_mb']:.0f} / {t['maxrss_mb']:.0f} |"
+                )
     cuda = res.get("cuda")
     if cuda is None:
         pass
@@ -1200,10 +1368,12 @@ def targets_summary(res: dict) -> list[str]:
     sc = res.get("scaling", {}).get("length", {})
     for m, s in sc.items():
         e = s["exponent"]
-        a = e.get("pyro_upper", e["pyro"])
-        span = f"T ≥ {e['upper_from']}; all T: {_fmt(e['pyro'], 2)}" if "pyro_upper" in e else (
-            "all T"
-        )
+        upper = "pyro_user_per_rep_upper" in e
+        suffix = "_upper" if upper else ""
+        span = f"T ≥ {e['upper_from']}" if upper else "all T"
+        user, cpu = e[f"pyro_user_per_rep{suffix}"], e[f"pyro_cpu_per_rep{suffix}"]
+        a = user["median"]
+        lo, hi = user["ci95"]
         linear = a is not None and abs(a - 1) <= LINEAR_TOLERANCE
         note = ""
         if m == "introspective":
@@ -1220,11 +1390,13 @@ def targets_summary(res: dict) -> list[str]:
                 f" Memory term (this model minus the VRNN): time ∝ T^{_fmt(d['time'], 2)}, "
                 f"saved bytes ∝ T^{_fmt(d['memory'], 2)}."
             )
+        wall = e["pyro_wall_per_rep"]["median"]
         lines.append(
-            f"- {m}: Pyro step time ∝ T^a with a = {_fmt(a, 2)} ({span}), saved bytes ∝ "
-            f"T^{_fmt(e['memory'], 2)}: "
-            f"{'linear' if linear else '**not linear**'} (|a − 1| ≤ {LINEAR_TOLERANCE})."
-            f"{extra}{note}"
+            f"- {m}: Pyro step user (compute) time ∝ T^a with a = {_fmt(a, 2)} ({span}, median "
+            f"of the per-repetition fits, 95% CI [{_fmt(lo, 2)}, {_fmt(hi, 2)}]): "
+            f"{'linear' if linear else '**not linear**'} (|a − 1| ≤ {LINEAR_TOLERANCE}); "
+            f"CPU time incl. kernel {_fmt(cpu['median'], 2)} ({span}), wall time "
+            f"{_fmt(wall, 2)} (all T); saved bytes ∝ T^{_fmt(e['memory'], 2)}.{extra}{note}"
         )
     return lines
 
@@ -1300,9 +1472,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="results", help="output folder (results)")
     parser.add_argument(
         "--sections",
-        default="target,scaling,variants,overhead,cuda",
-        help="comma-separated subset of target,scaling,variants,overhead,cuda",
+        default="target,scaling,variants,overhead,malloc,cuda",
+        help="comma-separated subset of target,scaling,variants,overhead,malloc,cuda",
     )
+    parser.add_argument("--malloc-probe", help=argparse.SUPPRESS)
     parser.add_argument(
         "--render-only",
         action="store_true",
@@ -1315,6 +1488,11 @@ def main(argv=None) -> dict:
     if args.threads < 1:
         parser.error("--threads must be >= 1")
     torch.set_num_threads(args.threads)
+    if args.malloc_probe:
+        if args.smoke:
+            SIZES.update(TINY)
+        print(json.dumps(_json_ready(malloc_probe(args.malloc_probe))))
+        return {}
     GC.install()
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.trace")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -1355,6 +1533,8 @@ def main(argv=None) -> dict:
         }
     if "overhead" in sections:
         res["overhead"] = bench_overhead(cfg, device)
+    if "malloc" in sections:
+        res["malloc"] = bench_malloc(cfg, device)
     if "cuda" in sections:
         cuda = torch.device("cuda") if torch.cuda.is_available() else device
         res["cuda"] = bench_cuda(cfg, cuda)

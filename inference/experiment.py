@@ -140,7 +140,8 @@ def run_experiment(
     :param progress_eval_sequences: held-out sequences for the periodic evaluation (1 particle).
     :param data_dir: the task's data folder, recorded in ``run.json``.
     :returns: the results dict (also saved as ``results.json``): the keys of
-        :data:`SUMMARY_KEYS`, per-step ``kl``/``nll``, ``khat`` diagnostics and the training curve.
+        :data:`SUMMARY_KEYS`, per-step ``kl``/``nll``, per-sequence ELBO / IWAE and PSIS
+        ``khat``.
     """
     if config.out_dir is None:
         raise ValueError("config.out_dir must be set: run_experiment writes its results there")
@@ -180,6 +181,9 @@ def run_experiment(
         "eval_sequences": eval_sequences,
         "kl": r["kl"],
         "nll": r["nll"],
+        "elbo_per_sequence": r["elbo"],
+        "iwae_per_sequence": r["iwae"],
+        "khat": r["khat"],
         "recall_steps": recall.tolist(),
         "penalty": r["penalty"],
         "khat_max": r["khat_max"],

@@ -73,8 +73,9 @@ class PathStep(NamedTuple):
 class _GuidePath:
     """The guide's deterministic path, kept for the model's replay of the same latents."""
 
-    def __init__(self, x, c, mask):
-        self.inputs = (x, c, mask)
+    def __init__(self, inputs, checked):
+        self.inputs = inputs
+        self.checked = checked
         self.steps: list[PathStep] = []
         self.latents: list[torch.Tensor] = []
 
@@ -200,13 +201,13 @@ class GTM(nn.Module):
         :param c: context ``[B, T, action_size]`` or ``None``.
         :param mask: ``[B, T]`` bool, False for steps past a sequence's end.
         """
-        x, c_checked, mask_checked = self.check_inputs(x, c, mask)
+        guide_path = self._guide_path if self.reuse_path else None
+        self._guide_path = None  # consumed: keep no graph alive past this call
+        following = guide_path is not None and guide_path.matches(x, c, mask)
+        # the guide validated these very tensors already
+        x, c, mask = guide_path.checked if following else self.check_inputs(x, c, mask)
         pyro.module("gtm", self)
         batch, length = x.shape[:2]
-        guide_path = self._guide_path if self.reuse_path else None
-        following = guide_path is not None and guide_path.matches(x, c, mask)
-        self._guide_path = None  # consumed: keep no graph alive past this call
-        c, mask = c_checked, mask_checked
         latents, contexts = [], []
         with pyro.plate("sequences", batch, dim=-2):
             state = self.initial_state((batch, 1), x.device, x.dtype)
@@ -231,12 +232,12 @@ class GTM(nn.Module):
     def guide(self, x, c=None, mask=None):
         """The posterior :math:`q(z_{0:T} \\mid x_{0:T}) = \\prod_t q(z_t \\mid \\Psi_{t-1}, h_t,
         x_t)` (a Pyro program with the same signature as :meth:`model`)."""
-        x_in, c_in, mask_in = x, c, mask
+        inputs = (x, c, mask)
         x, c, mask = self.check_inputs(x, c, mask)
         pyro.module("gtm", self)
         batch, length = x.shape[:2]
         features = self.encoder(x)  # [B, T, F]: all frames in one call
-        path = _GuidePath(x_in, c_in, mask_in)
+        path = _GuidePath(inputs, (x, c, mask))
         with pyro.plate("sequences", batch, dim=-2):
             state = self.initial_state((batch, 1), x.device, x.dtype)
             for t in pyro.markov(range(length)):

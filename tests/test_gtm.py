@@ -165,3 +165,9 @@ def test_generate_observes_then_samples_and_default_sizes_match_the_paper():
     # the paper's models have about 1.86M parameters
     parameters = count_parameters(build_gtm("introspective", sequence_length=15))
     assert 1.6e6 < parameters < 2.1e6
+
+
+def test_orthogonal_init_makes_each_recurrent_gate_matrix_orthogonal():
+    gtm = small_gtm(orthogonal_init=True, controller_size=16)
+    for gate in gtm.controller.cell.weight_hh.detach().chunk(4, dim=0):
+        torch.testing.assert_close(gate.T @ gate, torch.eye(16), atol=1e-5, rtol=0)
