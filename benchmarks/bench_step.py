@@ -274,6 +274,30 @@ def step_memory_mb(fn: Callable[[], object], module, device: torch.device) -> di
     return out
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (``VmHWM``), in MiB; ``None`` where unavailable.
+    (``ru_maxrss`` is no use here: it survives ``exec``, so a subprocess reports its
+    parent's peak.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux ``/proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def growth_exponent(xs, ys) -> float | None:
     """Least-squares slope of ``log y`` on ``log x`` (``y ~ x^a``)."""
     xs, ys = np.asarray(xs, float), np.asarray(ys, float)
@@ -608,10 +632,24 @@ def bench_particles(cfg, device) -> dict:
                     return log_weights(gtm.model, gtm.guide, x, num_particles=K)
 
             reps = 3 if K <= 10 else 1
+            gc.collect()
+            rss0 = peak_rss_mb() if reset_peak_rss() else None
             times = interleaved({"eval": run}, reps, 1 if K <= 10 else 0, device)
             ms = median_ms(times["eval"]["wall"])
-            rows.append({"particles": K, "ms": ms, "ms_per_particle": ms / K, "reps": reps})
-            log(f"particles {memory} K={K}: {ms:.1f} ms ({ms / K:.2f} ms/particle)")
+            row = {"particles": K, "ms": ms, "ms_per_particle": ms / K, "reps": reps}
+            if device.type == "cuda":
+                sync(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+                run()
+                row["cuda_peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+            elif rss0 is not None:
+                row["peak_rss_increase_mb"] = peak_rss_mb() - rss0
+            rows.append(row)
+            log(
+                f"particles {memory} K={K}: {ms:.1f} ms ({ms / K:.2f} ms/particle), peak "
+                f"memory +{_fmt(row.get('peak_rss_increase_mb', row.get('cuda_peak_mb')), 0)} MB"
+            )
         base = rows[0]["ms_per_particle"]
         for row in rows:
             row["per_particle_vs_k1"] = row["ms_per_particle"] / base
@@ -623,96 +661,31 @@ def bench_particles(cfg, device) -> dict:
 # overhead decomposition and the proposed change
 
 
+def _no_registration(name, module, update_module_params=False):
+    return module
+
+
 class ProposedGTM(GTM):
-    """``GTM`` with the change proposed for ``models/gtm.py`` (active while ``proposed`` is
-    True, so the current and the proposed behaviour can be timed on the same module): when
-    the model follows the guide's path (the same ``x``, ``c``, ``mask`` objects, validated and
-    registered by the guide of the same ELBO evaluation), it skips its own ``check_inputs``
-    (one host synchronisation, ``torch.isfinite(x).all()``, fewer per step) and its own
-    ``pyro.module`` call (the guide's call registered every parameter of the module, the
-    model's included); and ``check_inputs`` tests finiteness with ``isfinite(x.sum())`` first
-    (one reduction instead of a full boolean copy of ``x``; same verdicts). Otherwise it is
-    ``GTM``."""
+    """``GTM`` with the change proposed for ``models/gtm.py``, active while ``proposed`` is
+    True (so the current and the proposed code are timed on the same module): when the model
+    follows the guide's path (the same ``x``, ``c``, ``mask`` objects, in the same ELBO
+    evaluation), it skips its ``pyro.module("gtm", self)`` call, because the guide's call has
+    already registered every parameter of the module, the model's included, in the same
+    ``SVI.step`` (whose param capture spans guide and model). Measured here by disabling
+    ``pyro.module`` for the duration of such a model call; otherwise this is ``GTM``."""
 
     proposed = False
-    _checked = None
-
-    def check_inputs(self, x, c=None, mask=None):
-        checked = self._fast_check_inputs(x, c, mask) if self.proposed else super().check_inputs(
-            x, c, mask
-        )
-        self._checked = checked
-        return checked
-
-    def _fast_check_inputs(self, x, c=None, mask=None):
-        """``GTM.check_inputs`` with a cheaper, equivalent finiteness test: ``x.sum()`` is
-        finite whenever every element is (unless finite elements overflow the sum, which the
-        exact test then rules out), so the full ``isfinite(x).all()`` pass only runs when the
-        sum is not finite. Everything else is copied from ``GTM.check_inputs``."""
-        if not torch.is_tensor(x) or not x.is_floating_point():
-            raise ValueError("x must be a floating-point tensor [B, T, *frame_shape]")
-        expected = "[B, T, " + ", ".join(map(str, self.frame_shape)) + "]"
-        if x.dim() != 2 + len(self.frame_shape) or tuple(x.shape[2:]) != self.frame_shape:
-            raise ValueError(f"x must have shape {expected}, got {list(x.shape)}")
-        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
-            raise ValueError("x contains NaN or infinite values")
-        batch_time = tuple(x.shape[:2])
-        if self.action_size:
-            if c is None or c.dim() != 3 or tuple(c.shape) != batch_time + (self.action_size,):
-                got = None if c is None else list(c.shape)
-                raise ValueError(
-                    f"c must have shape [B, T, {self.action_size}] = "
-                    f"{list(batch_time) + [self.action_size]}, got {got}"
-                )
-        elif c is not None:
-            raise ValueError("c was given but the model was built with action_size=0")
-        if mask is None:
-            mask = torch.ones(batch_time, dtype=torch.bool, device=x.device)
-        elif mask.dtype != torch.bool or tuple(mask.shape) != batch_time:
-            raise ValueError(
-                f"mask must be a bool tensor of shape [B, T] = {list(batch_time)}, "
-                f"got {mask.dtype} {list(mask.shape)}"
-            )
-        return x, c, mask
-
-    def guide(self, x, c=None, mask=None):
-        super().guide(x, c, mask)
-        if self._guide_path is not None:
-            self._guide_path.checked = self._checked
 
     def model(self, x, c=None, mask=None):
-        guide_path = self._guide_path if self.reuse_path else None
-        checked = getattr(guide_path, "checked", None)
-        if not (self.proposed and checked is not None and guide_path.matches(x, c, mask)):
+        path = self._guide_path if self.reuse_path else None
+        if not (self.proposed and path is not None and path.matches(x, c, mask)):
             return super().model(x, c, mask)
-        # models/gtm.py GTM.model with check_inputs / pyro.module replaced by the guide's
-        from pgtm.models.gtm import _stack_time
-        from pgtm.shapes import cat_features
-
-        x, c, mask = checked
-        batch, length = x.shape[:2]
-        following = True
-        self._guide_path = None
-        latents, contexts = [], []
-        with pyro.plate("sequences", batch, dim=-2):
-            state = self.initial_state((batch, 1), x.device, x.dtype)
-            for t in pyro.markov(range(length)):
-                following = following and (t == 0 or state.latent is guide_path.latents[t - 1])
-                if following:
-                    step = guide_path.steps[t]
-                else:
-                    step = self.path_step(state, self._action(c, t))
-                with poutine.mask(mask=mask[:, t : t + 1]):
-                    z = pyro.sample(f"z_{t}", self.prior(step.context))
-                    if step.penalty is not None:
-                        pyro.factor(f"penalty_{t}", -step.penalty)
-                state = step.state._replace(latent=z)
-                latents.append(z)
-                contexts.append(step.context)
-            decoder_input = cat_features(_stack_time(latents), _stack_time(contexts))
-            with pyro.plate("time", length, dim=-1):
-                likelihood = self.likelihood(self.decoder(decoder_input))
-                pyro.sample("x", likelihood.mask(mask), obs=x)
+        register = pyro.module
+        pyro.module = _no_registration
+        try:
+            return super().model(x, c, mask)
+        finally:
+            pyro.module = register
 
 
 def _toggled(pair: Pair, proposed: bool, x) -> Callable[[], float]:
@@ -788,8 +761,8 @@ def bench_overhead(cfg, device) -> dict:
     single.step()  # creates its state
     out["components_us"] = {
         "check_inputs": micro(lambda: gtm.check_inputs(x), 100),
-        "check_inputs, proposed finiteness test": micro(
-            lambda: ProposedGTM._fast_check_inputs(gtm, x), 100
+        "bool(torch.isfinite(x).all()) (the check's former finiteness test)": micro(
+            lambda: bool(torch.isfinite(x).all()), 100
         ),
         "pyro.module": micro(register, 50),
         "pyro ClippedAdam (one torch optimiser per parameter)": micro(
@@ -959,7 +932,7 @@ def malloc_probe(spec: str) -> dict:
         {"pyro": lambda: pair.pyro(x), "floor": lambda: pair.floor(x)}, int(steps), 1, device
     )
     row = summarise(times, "pyro", "floor")
-    row["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["peak_rss_mb"] = peak_rss_mb()
     return row
 
 
@@ -1037,8 +1010,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def code_state() -> dict:
+    """What was benchmarked: the git commit and the hashes of the files under test (the
+    working tree may differ from the commit)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    out: dict = {}
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
+        )
+        out["git_head"] = head.stdout.strip() or None
+    except OSError:
+        out["git_head"] = None
+    for rel in ("models/gtm.py", "benchmarks/floor.py", "benchmarks/bench_step.py"):
+        with contextlib.suppress(OSError):
+            out[f"sha256 {rel}"] = hashlib.sha256((root / rel).read_bytes()).hexdigest()[:16]
+    return out
+
+
 def environment(device) -> dict:
     return {
+        "code": code_state(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -1079,7 +1073,15 @@ def markdown(res: dict) -> str:
         f"torch {env['torch']} with **{env['torch_num_threads']} thread(s)**, pyro "
         f"{env['pyro']}, device `{env['device']}`; load average {res['load']['start']:.2f} at "
         f"start, {res['load']['end']:.2f} at end (other jobs were running); total "
-        f"{res['seconds'] / 60:.1f} min.",
+        f"{res['seconds'] / 60:.1f} min. Code: commit "
+        f"`{str(env.get('code', {}).get('git_head'))[:12]}`, `models/gtm.py` sha256 "
+        f"`{env.get('code', {}).get('sha256 models/gtm.py')}` (working tree).",
+        *[
+            f"\nRe-run later into these results: sections {', '.join(r['sections'])} "
+            f"(`{r['command']}`, {r['environment']['date']}, load {r['load']['start']:.2f} → "
+            f"{r['load'].get('end', float('nan')):.2f})."
+            for r in res.get("reruns", [])
+        ],
         "",
         "One step = forward + backward + ClippedAdam update (lr 1e-3, clip 10). Times are "
         "medians of interleaved repetitions after warm-up; *ratio* = median(pyro) / "
@@ -1184,8 +1186,8 @@ def markdown(res: dict) -> str:
             f"{_ci(d['exponent'].get('pyro_cpu_per_rep'))}; saved bytes "
             f"{_fmt(d['exponent']['memory'], 2)}."
         )
-    var = res.get("variants")
-    if var:
+    var = {"jit": {}, "meanfield": {}, "particles": {}, **res.get("variants", {})}
+    if any(var.values()):
         lines += [
             "",
             f"## Variants (B={TARGET['batch']}, T={TARGET['length']})",
@@ -1218,20 +1220,27 @@ def markdown(res: dict) -> str:
             lines.append(
                 f"| {m} | {r['meanfield_ms']:.1f} | {r['floor_ms']:.1f} | {r['ratio']:.3f} |"
             )
-        ks = [r["particles"] for r in next(iter(var["particles"].values()))]
+        ks = [r["particles"] for r in next(iter(var["particles"].values()), [])]
         lines += [
             "",
             "### Vectorised particles: `log_weights` (no gradients)",
             "",
-            "| model | " + " | ".join(f"K={k} ms (per particle)" for k in ks)
+            "ms per call (ms per particle) [peak memory increase MB: on CPU the rise of the "
+            "peak RSS, a lower bound since memory the allocator already holds is reused; on "
+            "CUDA the peak allocation]:",
+            "",
+            "| model | " + " | ".join(f"K={k}" for k in ks)
             + " | per-particle cost at largest K vs K=1 |",
             "|---|" + "---:|" * (len(ks) + 1),
         ]
         for m, rows in var["particles"].items():
+            cells = []
+            for r in rows:
+                mem = r.get("peak_rss_increase_mb", r.get("cuda_peak_mb"))
+                extra = f" [{mem:.0f}]" if mem is not None else ""
+                cells.append(f"{r['ms']:.0f} ({r['ms_per_particle']:.1f}){extra}")
             lines.append(
-                f"| {m} | " + " | ".join(
-                    f"{r['ms']:.0f} ({r['ms_per_particle']:.1f})" for r in rows
-                ) + f" | {rows[-1]['per_particle_vs_k1']:.2f} |"
+                f"| {m} | " + " | ".join(cells) + f" | {rows[-1]['per_particle_vs_k1']:.2f} |"
             )
     ov = res.get("overhead")
     if ov:
@@ -1240,8 +1249,9 @@ def markdown(res: dict) -> str:
             "",
             "## Where the Pyro overhead goes",
             "",
-            f"Per-call costs (µs; {ov['probe_model']}, target setting; a Pyro step calls "
-            "`check_inputs` and `pyro.module` twice, model and guide):",
+            f"Per-call costs (µs; {ov['probe_model']}, target setting; per Pyro step the guide "
+            "calls `check_inputs` (the model reuses its result when it follows the guide's "
+            "path) and both call `pyro.module`):",
             "",
         ]
         lines += [f"- {k}: {_fmt(v, 0)}" for k, v in comp.items()]
@@ -1316,7 +1326,7 @@ def markdown(res: dict) -> str:
             "step). Medians of interleaved Pyro/floor steps.",
             "",
             "| T | who | default ms | tuned ms | speed-up | default sys ms | tuned sys ms | "
-            "default page faults/step | tuned page faults/step | max RSS MB default / tuned |",
+            "default page faults/step | tuned page faults/step | peak RSS MB default / tuned |",
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in mal["rows"]:
@@ -1326,7 +1336,8 @@ def markdown(res: dict) -> str:
                     f"| {r['length']} | {who} | {d[f'{who}_ms']:.0f} | {t[f'{who}_ms']:.0f} | "
                     f"{r[f'{who}_speedup']:.2f}× | {d[f'{who}_sys_ms']:.0f} | "
                     f"{t[f'{who}_sys_ms']:.0f} | {d[f'{who}_minflt']:.0f} | "
-                    f"{t[f'{who}_minflt']:.0f} | {d['maxrss_mb']:.0f} / {t['maxrss_mb']:.0f} |"
+                    f"{t[f'{who}_minflt']:.0f} | {_fmt(d.get('peak_rss_mb'), 0)} / "
+                    f"{_fmt(t.get('peak_rss_mb'), 0)} |"
                 )
     cuda = res.get("cuda")
     if cuda is None:
@@ -1473,9 +1484,16 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--sections",
         default="target,scaling,variants,overhead,malloc,cuda",
-        help="comma-separated subset of target,scaling,variants,overhead,malloc,cuda",
+        help="comma-separated subset of target,scaling,variants (= jit,meanfield,particles),"
+        "overhead,malloc,cuda",
     )
     parser.add_argument("--malloc-probe", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="re-run --sections into the existing <out>/benchmark.json (recorded under "
+        "'reruns')",
+    )
     parser.add_argument(
         "--render-only",
         action="store_true",
@@ -1510,6 +1528,9 @@ def main(argv=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
+    previous = None
+    if args.update:
+        previous = json.loads((out_dir / "benchmark.json").read_text())
     res: dict = {
         "command": "python benchmarks/bench_step.py " + " ".join(sys.argv[1:] if argv is None
                                                                  else argv),
@@ -1520,17 +1541,27 @@ def main(argv=None) -> dict:
         "load": {"start": os.getloadavg()[0], "start_5min": os.getloadavg()[1]},
         "setting": {**TARGET, "frame_shape": list(frame_shape()), "ratio_target": RATIO_TARGET},
     }
+    if previous is not None:
+        # re-run some sections into an earlier run's results, and say so
+        rerun = {
+            "sections": sorted(sections),
+            "command": res["command"],
+            "environment": res["environment"],
+            "load": res["load"],
+        }
+        res = previous
+        res.setdefault("reruns", []).append(rerun)
     log(f"environment: {res['environment']}")
     if "target" in sections:
         res["target"] = bench_target(cfg, device)
     if "scaling" in sections:
         res["scaling"] = bench_scaling(cfg, device)
-    if "variants" in sections:
-        res["variants"] = {
-            "jit": bench_jit(cfg, device),
-            "meanfield": bench_meanfield(cfg, device),
-            "particles": bench_particles(cfg, device),
-        }
+    if sections & {"variants", "jit", "meanfield", "particles"}:
+        res["variants"] = dict(res.get("variants", {}))
+        for name, fn in (("jit", bench_jit), ("meanfield", bench_meanfield),
+                         ("particles", bench_particles)):
+            if {"variants", name} & sections:
+                res["variants"][name] = fn(cfg, device)
     if "overhead" in sections:
         res["overhead"] = bench_overhead(cfg, device)
     if "malloc" in sections:
@@ -1538,12 +1569,16 @@ def main(argv=None) -> dict:
     if "cuda" in sections:
         cuda = torch.device("cuda") if torch.cuda.is_available() else device
         res["cuda"] = bench_cuda(cfg, cuda)
-    res["load"]["end"] = os.getloadavg()[0]
-    res["load"]["end_5min"] = os.getloadavg()[1]
-    res["seconds"] = time.perf_counter() - t0
+    if previous is None:
+        res["load"]["end"] = os.getloadavg()[0]
+        res["load"]["end_5min"] = os.getloadavg()[1]
+        res["seconds"] = time.perf_counter() - t0
+    else:
+        res["reruns"][-1]["load"]["end"] = os.getloadavg()[0]
+        res["reruns"][-1]["seconds"] = time.perf_counter() - t0
 
     write_outputs(res, out_dir)
-    log(f"done in {res['seconds'] / 60:.1f} min; wrote {out_dir}/benchmark.json")
+    log(f"done in {(time.perf_counter() - t0) / 60:.1f} min; wrote {out_dir}/benchmark.json")
     return res
 
 

@@ -62,13 +62,15 @@ def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> Flo
     if check_inputs:
         x, c, mask = gtm.check_inputs(x, c, mask)
     batch, length = x.shape[:2]
-    features = gtm.encoder(x)  # [B, T, F], one call for all frames (as in the guide)
+    # one encoder call for all frames, split once (as in the guide: per-step slices would each
+    # back-propagate a full [B, T, F] gradient)
+    features = gtm.encoder(x).split(1, dim=1)  # T x [B, 1, F]
     state = gtm.initial_state((batch, 1), x.device, x.dtype)
     latents, contexts, log_p_z, log_q_z, penalties = [], [], [], [], []
     for t in range(length):
         action = None if c is None else c[:, t : t + 1]
         step = gtm.path_step(state, action)
-        posterior = gtm.posterior(step.context, features[:, t : t + 1])
+        posterior = gtm.posterior(step.context, features[t])
         z = posterior.rsample()  # [B, 1, Z]: the same draw as Pyro's guide site z_t
         log_q_z.append(posterior.log_prob(z))  # [B, 1]
         log_p_z.append(gtm.prior(step.context).log_prob(z))

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR=${1:-../shared/data}
-STEPS=${2:-3000}
+STEPS=${2:-2000}
 jobs=()
 for task in dynamic-dependency similarity-cued; do
   for model in vrnn introspective ntm lru dnc; do

@@ -108,8 +108,8 @@ def test_floor_step_matches_a_pyro_svi_step():
 
 @pytest.mark.parametrize("case", ["introspective-penalty", "dnc"])
 def test_the_proposed_gtm_change_leaves_loss_and_gradients_unchanged(case):
-    """bench_step.ProposedGTM (the model skips the second check_inputs / pyro.module when it
-    follows the guide's path) is exact: same loss and gradients as the current GTM."""
+    """bench_step.ProposedGTM (the model skips its pyro.module call when it follows the
+    guide's path) is exact: same loss and gradients as the current GTM."""
     import bench_step
 
     gtm, x, c, mask = make(case)
@@ -147,3 +147,18 @@ def test_benchmark_smoke_run_writes_the_results(tmp_path):
     assert res["environment"]["torch_num_threads"] == 1
     assert "| vrnn |" in (tmp_path / "benchmark.md").read_text()
     assert (tmp_path / "benchmark_scaling.png").stat().st_size > 0
+
+
+def test_the_proposed_gtm_change_still_trains_every_parameter():
+    import bench_step
+    from pyro.infer import SVI
+    from pyro.optim import ClippedAdam
+
+    gtm, x, c, mask = make("dnc")
+    gtm.__class__ = bench_step.ProposedGTM
+    gtm.proposed = True
+    before = [p.detach().clone() for p in gtm.parameters()]
+    pyro.clear_param_store()
+    svi = SVI(gtm.model, gtm.guide, ClippedAdam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=2))
+    svi.step(x, c=c, mask=mask)
+    assert all(not torch.equal(a, p) for a, p in zip(before, gtm.parameters(), strict=True))
