@@ -62,6 +62,27 @@ class Memory(nn.Module):
         raise NotImplementedError
 
 
+class SlotMemory(Memory):
+    """Base of the content-addressed memories: ``num_slots`` words of ``word_size`` numbers
+    read by ``num_heads`` heads, so ``read_size = num_heads * word_size``."""
+
+    def __init__(self, latent_size, controller_size, num_slots, word_size, num_heads):
+        super().__init__()
+        require_positive_sizes(
+            latent_size=latent_size,
+            controller_size=controller_size,
+            num_slots=num_slots,
+            word_size=word_size,
+            num_heads=num_heads,
+        )
+        self.latent_size = int(latent_size)
+        self.controller_size = int(controller_size)
+        self.num_slots = int(num_slots)
+        self.word_size = int(word_size)
+        self.num_heads = int(num_heads)
+        self.read_size = self.num_heads * self.word_size
+
+
 class NoMemoryState(NamedTuple):
     pass
 

@@ -78,7 +78,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pgtm.memories.addressing import content_weights, erase_add_write
-from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
+from pgtm.memories.base import MemoryOutput, SlotMemory, require_positive_sizes
 from pgtm.shapes import broadcast_leading, cat_features
 
 #: default ``eps`` of :func:`allocation_weights` (see there)
@@ -265,7 +265,7 @@ def read_weights(
     return (pi_b * backward).sum(-2) + (pi_f * forward).sum(-2) + pi_c * content
 
 
-class DNCMemory(Memory):
+class DNCMemory(SlotMemory):
     """DNC memory written with the previous latent and read with the controller output.
 
     :param latent_size: :math:`Z`.
@@ -286,23 +286,11 @@ class DNCMemory(Memory):
         num_heads: int = 5,
         num_write_heads: int = 1,
     ):
-        super().__init__()
-        require_positive_sizes(
-            latent_size=latent_size,
-            controller_size=controller_size,
-            num_slots=num_slots,
-            word_size=word_size,
-            num_heads=num_heads,
-            num_write_heads=num_write_heads,
-        )
-        self.latent_size = int(latent_size)
-        self.controller_size = int(controller_size)
-        self.num_slots = int(num_slots)
-        self.word_size = W = int(word_size)
-        self.num_heads = R = int(num_heads)
+        super().__init__(latent_size, controller_size, num_slots, word_size, num_heads)
+        require_positive_sizes(num_write_heads=num_write_heads)
+        W, R = self.word_size, self.num_heads
         self.num_write_heads = H = int(num_write_heads)
         self.num_read_modes = 1 + 2 * H
-        self.read_size = R * W
         # (name, shape) of each interface part, in order
         self._interface = (
             ("read_keys", (R, W)),

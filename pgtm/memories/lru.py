@@ -68,7 +68,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pgtm.memories.addressing import content_weights
-from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
+from pgtm.memories.base import MemoryOutput, SlotMemory
 from pgtm.shapes import broadcast_leading, cat_features
 
 
@@ -122,7 +122,7 @@ def update_usage(
     return decay * usage + read_weights.sum(-2) + write_weights.sum(-2)
 
 
-class LRUMemory(Memory):
+class LRUMemory(SlotMemory):
     """Least-recently-used access memory (MANN): content reads, writes to the least-used slot or
     to the slot read last.
 
@@ -144,23 +144,10 @@ class LRUMemory(Memory):
         num_heads: int = 5,
         decay: float = 0.95,
     ):
-        super().__init__()
-        require_positive_sizes(
-            latent_size=latent_size,
-            controller_size=controller_size,
-            num_slots=num_slots,
-            word_size=word_size,
-            num_heads=num_heads,
-        )
+        super().__init__(latent_size, controller_size, num_slots, word_size, num_heads)
         if not 0.0 <= float(decay) <= 1.0:
             raise ValueError(f"decay must be in [0, 1], got {decay}")
-        self.latent_size = int(latent_size)
-        self.controller_size = int(controller_size)
-        self.num_slots = int(num_slots)
-        self.word_size = int(word_size)
-        self.num_heads = int(num_heads)
         self.decay = float(decay)
-        self.read_size = self.num_heads * self.word_size
         self.read_head = nn.Linear(controller_size, self.num_heads * (self.word_size + 1))
         self.write_head = nn.Linear(
             latent_size + controller_size, self.num_heads * (self.word_size + 1)

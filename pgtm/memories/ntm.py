@@ -63,7 +63,7 @@ from pgtm.memories.addressing import (
     interpolate,
     sharpen,
 )
-from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
+from pgtm.memories.base import MemoryOutput, SlotMemory, require_positive_sizes
 from pgtm.shapes import broadcast_leading, cat_features
 
 
@@ -116,7 +116,7 @@ def address(
     return sharpen(weights, params.sharpness)
 
 
-class NTMMemory(Memory):
+class NTMMemory(SlotMemory):
     """Neural Turing Machine memory: content + location addressing, erase/add writes.
 
     :param latent_size: :math:`Z`.
@@ -139,25 +139,12 @@ class NTMMemory(Memory):
         num_write_heads: int = 1,
         shift_range: int = 1,
     ):
-        super().__init__()
-        require_positive_sizes(
-            latent_size=latent_size,
-            controller_size=controller_size,
-            num_slots=num_slots,
-            word_size=word_size,
-            num_heads=num_heads,
-            num_write_heads=num_write_heads,
-        )
+        super().__init__(latent_size, controller_size, num_slots, word_size, num_heads)
+        require_positive_sizes(num_write_heads=num_write_heads)
         if int(shift_range) < 0:
             raise ValueError(f"shift_range must be >= 0, got {shift_range}")
-        self.latent_size = int(latent_size)
-        self.controller_size = int(controller_size)
-        self.num_slots = int(num_slots)
-        self.word_size = int(word_size)
-        self.num_heads = int(num_heads)
         self.num_write_heads = int(num_write_heads)
         self.shift_size = 2 * int(shift_range) + 1
-        self.read_size = self.num_heads * self.word_size
         head_size = self.word_size + 3 + self.shift_size
         self.read_head = nn.Linear(controller_size, self.num_heads * head_size)
         self.write_head = nn.Linear(
