@@ -2,7 +2,9 @@
 
 Used by ``pgtm train`` and by ``examples/compare_models.py``; everything it writes lands in one
 folder: ``checkpoint.pt``, ``log.csv``, ``results.json`` and the pictures ``samples.png``,
-``kl_per_step.png`` and (for models with a memory) ``read_weights.png``.
+``kl_per_step.png`` and, for models whose memory has read weights, ``read_weights.png``,
+``read_heads.jsonl`` (the heads' statistics at every periodic evaluation) and
+``read_heads.png`` (their dynamics over training).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import torch
 
 from pgtm.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pgtm.inference.evaluate import evaluate, save_json
+from pgtm.inference.read_heads import ReadHeadLog, plot_read_head_dynamics, read_head_statistics
 from pgtm.inference.train import TrainConfig, train
+from pgtm.memories.introspective import IntrospectiveMemory
 from pgtm.models import build_gtm, count_parameters
 from pgtm.plotting import plot_read_weights, plot_step_curves, save_sequences
 from pgtm.tasks import make_task
@@ -153,10 +157,19 @@ def run_experiment(
     parameters = count_parameters(gtm)
     progress_batch = test_batch(task, progress_eval_sequences)
 
+    head_log = ReadHeadLog(out)
+
     def periodic_evaluation(module, step):
         r = evaluate_gtm(module, progress_batch, num_particles=1)
-        return {k: r[k] for k in ("elbo_mean", "recall_kl", "prerecall_kl", "kl_mean")
-                if r.get(k) is not None}
+        metrics = {k: r[k] for k in ("elbo_mean", "recall_kl", "prerecall_kl", "kl_mean")
+                   if r.get(k) is not None}
+        heads = read_heads_on(module, progress_batch)
+        if heads is not None:
+            head_log.write(step, heads)
+            metrics["read_entropy"] = sum(heads["entropy"]) / len(heads["entropy"])
+            if "best_hit_rate" in heads:
+                metrics["read_hit_rate"] = heads["best_hit_rate"]
+        return metrics
 
     started = time.perf_counter()
     result = train(gtm, task, config, evaluate_fn=periodic_evaluation, resume=resume)
@@ -165,7 +178,10 @@ def run_experiment(
     device = next(gtm.parameters()).device
     gtm.eval()
     recall = final_batch.recall[0]
-    write_pictures(gtm, task, final_batch, r, out, device, title=f"{memory} on {task.name}")
+    title = f"{_name(memory)} on {task.name}"
+    write_pictures(gtm, task, final_batch, r, out, device, title=title)
+    if head_log.read():
+        plot_read_head_dynamics(out / "read_heads.png", head_log.read(), title=title)
     summary = {
         "model": _name(memory),
         "task": task.name,
@@ -194,6 +210,25 @@ def run_experiment(
     }
     save_json(summary, out / "results.json")
     return summary
+
+
+@torch.no_grad()
+def read_heads_on(gtm, batch) -> dict | None:
+    """:func:`~pgtm.inference.read_heads.read_head_statistics` of ``gtm``'s read heads on
+    ``batch`` (latents from the posterior), or ``None`` for a memory without read weights.
+    Hit rates are reported for the Introspective memory, whose slots are past steps."""
+    device = next(gtm.parameters()).device
+    was_training = gtm.training
+    gtm.eval()
+    c = None if batch.c is None else batch.c.to(device)
+    length = batch.x.shape[1]
+    path = gtm.generate(length, x=batch.x.to(device), c=c, observed_steps=length)
+    gtm.train(was_training)
+    if path.weights is None:
+        return None
+    fifo = isinstance(gtm.memory, IntrospectiveMemory)
+    return read_head_statistics(path.weights, path.gates, batch.recall[0],
+                                batch.addresses if fifo else None)
 
 
 def _plain(value) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pgtm.memories.base import NoMemory
 from pgtm.memories.dnc import DNCMemory
+from pgtm.memories.fast_weights import FastWeightsMemory
 from pgtm.memories.introspective import IntrospectiveMemory
 from pgtm.memories.lru import LRUMemory
 from pgtm.memories.ntm import NTMMemory
@@ -32,9 +33,16 @@ MEMORIES = {
     "ntm": NTMMemory,
     "lru": LRUMemory,
     "dnc": DNCMemory,
+    "fast-weights": FastWeightsMemory,
 }
 #: memories whose number of slots defaults to at least the sequence length
-_SLOTS_FROM_LENGTH = {IntrospectiveMemory: 0, NTMMemory: 32, LRUMemory: 32, DNCMemory: 32}
+_SLOTS_FROM_LENGTH = {
+    IntrospectiveMemory: 0,
+    NTMMemory: 32,
+    LRUMemory: 32,
+    DNCMemory: 32,
+    FastWeightsMemory: 0,
+}
 NETWORKS = ("conv", "mlp")
 
 
@@ -69,12 +77,13 @@ def build_gtm(
     """Build a GTM with default sizes from the paper (latent 32, LSTM 256, 5 read heads).
 
     :param memory: ``"vrnn"`` (no memory), ``"introspective"``, ``"ntm"``, ``"lru"``,
-        ``"dnc"`` or a
+        ``"dnc"``, ``"fast-weights"`` or a
         :class:`~pgtm.memories.base.Memory` subclass taking ``(latent_size=, controller_size=,
         **memory_options)``.
     :param frame_shape: frame shape; ``(1, 28, 28)`` uses convolutional networks by default.
-    :param sequence_length: :math:`T`; the Introspective buffer keeps that many latents and the
-        content-addressed memories get ``max(32, T)`` slots, unless ``num_slots`` is given.
+    :param sequence_length: :math:`T`; the Introspective buffer keeps that many latents, the
+        fast-weights history that many vectors, and the content-addressed memories get
+        ``max(32, T)`` slots, unless ``num_slots`` is given.
     :param network: ``"conv"``, ``"mlp"`` or ``"auto"`` (conv for 28x28 frames).
     :param prior: name in :data:`~pgtm.models.priors.PRIORS` or a ``Prior`` subclass.
     :param posterior: name in :data:`~pgtm.models.posteriors.POSTERIORS` or a subclass.

@@ -27,8 +27,25 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="introspective read weights (default softplus)")
     group.add_argument("--sparsity", type=float, default=None,
                        help="introspective l1/2 penalty alpha (default 0)")
+    group.add_argument("--fast-size", type=int, default=None,
+                       help="fast-weights hidden/read size (default 160)")
+    group.add_argument("--fast-decay", type=float, default=None,
+                       help="fast-weights decay lambda in [0, 1] (default 0.9)")
+    group.add_argument("--fast-learning-rate", type=float, default=None,
+                       help="fast-weights learning rate eta > 0 (default 0.5)")
+    group.add_argument("--inner-steps", type=int, default=None,
+                       help="fast-weights inner-loop steps S >= 1 (default 1)")
     group.add_argument("--orthogonal-init", action="store_true",
                        help="orthogonal initialisation of the controller's recurrent matrix")
+
+
+#: command-line flag -> option of :class:`~pgtm.memories.fast_weights.FastWeightsMemory`
+_FAST_WEIGHTS_OPTIONS = {
+    "--fast-size": "size",
+    "--fast-decay": "decay",
+    "--fast-learning-rate": "fast_learning_rate",
+    "--inner-steps": "inner_steps",
+}
 
 
 def model_options_from_args(args) -> dict:
@@ -43,6 +60,9 @@ def model_options_from_args(args) -> dict:
     if args.likelihood is not None:
         options["likelihood"] = args.likelihood
     if args.num_heads is not None:
+        if args.model == "fast-weights":
+            raise ValueError("--num-heads does not apply to --model fast-weights (it has no "
+                             "read heads; its read size is --fast-size)")
         key = "num_read_heads" if args.model == "dnc" else "num_heads"
         options[key] = args.num_heads
     for name in ("weighting", "sparsity"):
@@ -50,6 +70,12 @@ def model_options_from_args(args) -> dict:
             if args.model != "introspective":
                 raise ValueError(f"--{name} applies to --model introspective only")
             options[name] = getattr(args, name)
+    for flag, name in _FAST_WEIGHTS_OPTIONS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            if args.model != "fast-weights":
+                raise ValueError(f"{flag} applies to --model fast-weights only")
+            options[name] = value
     return options
 
 

@@ -38,10 +38,14 @@ def test_train_evaluate_sample(tmp_path, capsys):
                 "parameters"):
         assert key in results
     assert results["steps"] == 12 and results["iwae"] >= results["elbo"]
-    for picture in ("samples.png", "kl_per_step.png", "read_weights.png"):
+    for picture in ("samples.png", "kl_per_step.png", "read_weights.png", "read_heads.png"):
         assert (run / picture).stat().st_size > 1000
     log = (run / "log.csv").read_text().splitlines()
     assert log[0].startswith("step,loss") and "recall_kl" in log[0]
+    assert "read_entropy" in log[0] and "read_hit_rate" in log[0]
+    heads = [json.loads(line) for line in (run / "read_heads.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in heads] == [3, 6, 9, 12]
+    assert all(0 <= r["best_hit_rate"] <= 1 and len(r["entropy"]) == 5 for r in heads)
     losses = [float(row.split(",")[1]) for row in log[1:]]
     assert losses[-1] < losses[0]  # short training lowers the loss
 
@@ -118,6 +122,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
         ("compare_models.py", ["perfect-recall", "--models", "vrnn", "introspective", "--steps",
                                "2", "--batch-size", "2", "--eval-every", "2", "--eval-sequences",
                                "3", "--iwae-particles", "3", "-l", "3", "-k", "2"]),
+        ("sparsity_study.py", ["--variants", "softplus", "softplus-sparse", "--seeds", "0", "1",
+                               "--steps", "4", "--eval-every", "2", "--eval-sequences", "3",
+                               "--iwae-particles", "3"]),
     ],
 )
 def test_examples_run_end_to_end(script, args, tmp_path):
@@ -132,3 +139,8 @@ def test_examples_run_end_to_end(script, args, tmp_path):
     if script == "compare_models.py":
         summary = json.loads((out / "summary.json").read_text())
         assert set(summary) == {"vrnn", "introspective"}
+    if script == "sparsity_study.py":
+        summary = json.loads((out / "summary.json").read_text())["variants"]
+        assert set(summary) == {"softplus", "softplus-sparse"}
+        assert all(row["seeds"] == 2 for row in summary.values())
+        assert {"dynamics.png", "summary.md", "read_heads.png"} <= produced

@@ -2,7 +2,7 @@
 
 Every test runs over all the memories, each built with tiny sizes by :func:`make_memory` from
 :data:`OPTIONS`; what only one memory promises is tested in its own file (``test_ntm.py``,
-``test_lru.py``, ``test_dnc.py``, ``test_introspective.py``).
+``test_lru.py``, ``test_dnc.py``, ``test_introspective.py``, ``test_fast_weights.py``).
 """
 
 import pyro
@@ -15,6 +15,7 @@ from pyro.optim import Adam
 from pgtm.models import MEMORIES, build_gtm, count_parameters
 
 Z, C, N, W, R, H = 3, 5, 4, 3, 2, 2  # latent, controller, slots, word, read heads, write heads
+D = 6  # size of the fast-weights memory (its other form is tested in test_fast_weights.py)
 
 #: tiny constructor options of each memory (the Introspective one with both penalties, so that
 #: every field of ``MemoryOutput`` is exercised by some memory)
@@ -24,6 +25,7 @@ OPTIONS = {
     "ntm": {"num_slots": N, "word_size": W, "num_heads": R, "num_write_heads": H},
     "lru": {"num_slots": N, "word_size": W, "num_heads": R},
     "dnc": {"num_slots": N, "word_size": W, "num_heads": R, "num_write_heads": H},
+    "fast-weights": {"size": D, "num_slots": N, "inner_steps": 2, "form": "attention"},
 }
 #: the trailing shape of every state tensor of the memories built from OPTIONS
 STATE_SHAPES = {
@@ -39,13 +41,21 @@ STATE_SHAPES = {
         "read_weights": (R, N),
         "write_weights": (H, N),
     },
+    "fast-weights": {"history": (N, D)},
 }
-READ_SIZES = {"vrnn": 0, "introspective": R * Z, "ntm": R * W, "lru": R * W, "dnc": R * W}
+READ_SIZES = {
+    "vrnn": 0,
+    "introspective": R * Z,
+    "ntm": R * W,
+    "lru": R * W,
+    "dnc": R * W,
+    "fast-weights": D,
+}
 #: the memories that return read weights, gates and a penalty
 WITH_WEIGHTS = {"introspective", "ntm", "lru", "dnc"}
 WITH_GATES = WITH_PENALTY = {"introspective"}
 #: the memories that check the sizes of h and z
-CHECKING_SIZES = ["ntm", "lru", "dnc"]
+CHECKING_SIZES = ["ntm", "lru", "dnc", "fast-weights"]
 #: memories whose step is too slow for a full (not ``fast_mode``) gradcheck
 FAST_GRADCHECK = {"ntm", "lru", "dnc"}
 NAMES = list(MEMORIES)
@@ -137,7 +147,7 @@ def test_no_nan_or_inf_in_values_or_gradients_with_an_all_zero_memory(name):
         h = torch.zeros(3, C, requires_grad=True)
         z = torch.zeros(3, Z, requires_grad=True)
         outputs = run(memory, memory.initial_state((3,)), [h] * 3, [z] * 3)
-        for field in ("memory", "buffer"):
+        for field in ("memory", "buffer", "history"):
             if zero_parameters and field in STATE_SHAPES[name]:
                 assert (getattr(outputs[-1].state, field) == 0).all()
         for out in outputs:
@@ -285,6 +295,7 @@ DEFAULT_PARAMETERS = {
     "ntm": (78_308, 1_990_629),
     "lru": (90_090, 2_002_411),
     "dnc": (74_012, 1_986_333),
+    "fast-weights": (46_560, 1_958_881),
 }
 _default_counts = {}  # name -> counts, so that each default GTM is built once
 
@@ -297,7 +308,7 @@ def default_parameter_counts(name):
     return _default_counts[name]
 
 
-@pytest.mark.parametrize("name", ["ntm", "lru", "dnc"])
+@pytest.mark.parametrize("name", ["ntm", "lru", "dnc", "fast-weights"])
 def test_default_gtm_keeps_the_parameter_count_of_the_introspective_one(name):
     introspective = default_parameter_counts("introspective")
     counts = default_parameter_counts(name)

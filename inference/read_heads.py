@@ -1,0 +1,152 @@
+r"""What the read heads do over training: the "sparsity dynamics" of a memory's read weights.
+
+At every periodic evaluation, :func:`read_head_statistics` summarises the read weights
+:math:`w^r_t \in \mathbb{R}^N` and gates :math:`g^r_t` of each head :math:`r` on held-out
+sequences (latents from the posterior), over the recall steps (every step when a task has no
+recall phase):
+
+* ``entropy`` :math:`-\sum_i \bar w_i \log \bar w_i` with :math:`\bar w = w / \sum_i w_i`
+  (nats; 0 for one-hot, :math:`\log N` for uniform weights),
+* ``max_weight`` :math:`\max_i w_i` and ``mass`` :math:`\sum_i w_i` (1 unless the weights are
+  unnormalised),
+* ``gate`` :math:`g`, and ``slot_profile`` the mean weight on each slot (the heat maps),
+* ``attended_slot``: :math:`\arg\max_i w_i` at each recall step of the first sequence.
+
+For a FIFO memory of latents (the Introspective one, where at step :math:`t` slot :math:`i` of
+:math:`N` holds :math:`z_{t-N+i}`) the statistics also say whether a head reads the latent of
+the step a recall frame repeats: ``hit_rate`` per head, and ``best_hit_rate`` for the head with
+the largest gated weight at each step. :class:`ReadHeadLog` appends one record per evaluation
+to ``read_heads.jsonl`` (resume-safe) and :func:`plot_read_head_dynamics` draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from pgtm.plotting import _prepare, plt
+
+READ_HEADS_LOG = "read_heads.jsonl"
+_EPS = 1e-12
+
+
+def fifo_slot_of_step(steps: torch.Tensor, time: torch.Tensor, num_slots: int) -> torch.Tensor:
+    """The slot of a FIFO of the last ``num_slots`` latents that holds :math:`z_{step}` when
+    read at step ``time`` (slot ``num_slots - 1`` holds :math:`z_{time-1}`); out of range
+    (< 0) once the latent has left the buffer."""
+    return steps - time + num_slots
+
+
+@torch.no_grad()
+def read_head_statistics(
+    weights: torch.Tensor,
+    gates: torch.Tensor | None,
+    recall: torch.Tensor,
+    addresses: torch.Tensor | None = None,
+) -> dict:
+    """Per-head summaries of read weights over the recall steps.
+
+    :param weights: ``[B, T, R, N]`` read weights.
+    :param gates: ``[B, T, R]`` read gates, or ``None`` (treated as 1).
+    :param recall: ``[T]`` bool, the steps to summarise (all steps when none is True).
+    :param addresses: ``[B, T]`` long, the step each recall frame repeats (-1 elsewhere); when
+        given, the weights are those of a FIFO of latents and ``hit_rate`` is reported.
+    :returns: dict of per-head lists (length ``R``): ``entropy``, ``max_weight``, ``mass``,
+        ``gate``, ``slot_profile`` (``R`` lists of ``N``), ``attended_slot`` (``R`` lists of
+        the recall steps' argmax slots, first sequence) and, with ``addresses``, ``hit_rate``
+        and the scalar ``best_hit_rate``.
+    """
+    if weights.dim() != 4:
+        raise ValueError(f"weights must have shape [B, T, R, N], got {tuple(weights.shape)}")
+    b, t, r, n = weights.shape
+    if recall.shape != (t,):
+        raise ValueError(f"recall must have shape [{t}], got {tuple(recall.shape)}")
+    if gates is None:
+        gates = weights.new_ones(b, t, r)
+    steps = recall.nonzero().squeeze(-1) if bool(recall.any()) else torch.arange(t)
+    steps = steps.to(weights.device)
+    w = weights[:, steps].double()  # [B, S, R, N]
+    g = gates[:, steps].double()  # [B, S, R]
+    mass = w.sum(-1)
+    p = w / (mass.unsqueeze(-1) + _EPS)
+    entropy = -(p * (p + _EPS).log()).sum(-1)
+    stats = {
+        "entropy": entropy.mean((0, 1)).tolist(),
+        "max_weight": w.amax(-1).mean((0, 1)).tolist(),
+        "mass": mass.mean((0, 1)).tolist(),
+        "gate": g.mean((0, 1)).tolist(),
+        "slot_profile": w.mean((0, 1)).tolist(),
+        "attended_slot": w[0].argmax(-1).T.tolist(),
+    }
+    if addresses is not None:
+        target = fifo_slot_of_step(addresses[:, steps].to(weights.device), steps, n)  # [B, S]
+        attended = w.argmax(-1)  # [B, S, R]
+        hits = attended == target.unsqueeze(-1)
+        stats["hit_rate"] = hits.double().mean((0, 1)).tolist()
+        best_head = (w.amax(-1) * g).argmax(-1, keepdim=True)  # [B, S, 1]
+        stats["best_hit_rate"] = float(hits.gather(-1, best_head).double().mean())
+    return stats
+
+
+class ReadHeadLog:
+    """``read_heads.jsonl`` in a run folder: one JSON record per evaluation step.
+
+    Writing the record of step ``s`` drops any record of a step ``>= s`` first, so a run that
+    resumes from an earlier checkpoint does not keep the records of the steps it repeats.
+    """
+
+    def __init__(self, out_dir):
+        self.path = Path(out_dir) / READ_HEADS_LOG
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def write(self, step: int, stats: dict) -> None:
+        records = [r for r in self.read() if r["step"] < step] + [{"step": step, **stats}]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.replace(tmp, self.path)
+
+
+def plot_read_head_dynamics(path, records: list[dict], title: str | None = None) -> str:
+    """Per-head entropy, max weight, gate (and hit rate) over training, and per-head heat maps
+    of the mean weight on each slot at the recall steps (training step × slot)."""
+    if not records:
+        raise ValueError("records is empty: nothing to plot")
+    steps = [r["step"] for r in records]
+    heads = len(records[0]["entropy"])
+    panels = [k for k in ("entropy", "max_weight", "gate", "hit_rate") if k in records[0]]
+    fig, axes = plt.subplots(2, max(len(panels), heads), figsize=(3.0 * max(len(panels), heads),
+                             6.0), squeeze=False, layout="constrained")
+    for ax, key in zip(axes[0], panels, strict=False):
+        for h in range(heads):
+            ax.plot(steps, [r[key][h] for r in records], marker=".", label=f"head {h}")
+        ax.set_title(key.replace("_", " "))
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    for ax in axes[0][len(panels):]:
+        ax.axis("off")
+    image = None
+    for h, ax in enumerate(axes[1][:heads]):
+        profile = torch.tensor([r["slot_profile"][h] for r in records])  # [E, N]
+        image = ax.imshow(profile.T.numpy(), aspect="auto", origin="lower", vmin=0, vmax=1,
+                          extent=(steps[0], steps[-1], -0.5, profile.shape[1] - 0.5))
+        ax.set_title(f"head {h}: mean weight per slot", fontsize=9)
+        ax.set_xlabel("training step")
+        if h == 0:
+            ax.set_ylabel("slot")
+    for ax in axes[1][heads:]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes[1].tolist(), shrink=0.8, label="weight")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(_prepare(path), dpi=100)
+    plt.close(fig)
+    return os.fspath(path)
