@@ -9,7 +9,10 @@ writes ``<out>/benchmark.json``, ``<out>/benchmark.md`` and ``<out>/benchmark_sc
 
 What is timed (one *step* = forward + backward + ClippedAdam update, as ``SVI.step``):
 
-* ``pyro``: ``SVI(gtm.model, gtm.guide, pyro.optim.ClippedAdam, Trace_ELBO(max_plate_nesting=2))``;
+* ``pyro``: ``SVI(gtm.model, gtm.guide, pyro.optim.ClippedAdam, Trace_ELBO(max_plate_nesting=2))``
+  stepped as ``pgtm train`` steps it once a batch shape has been checked: Pyro's own per-site
+  checks off, torch's distribution validation on (``pyro_checked``: Pyro's checks on every step,
+  Pyro's default);
 * ``floor``: :func:`floor.floor_step` -- the same modules scored by hand
   (``benchmarks/floor.py``), with the torch optimiser Pyro's ``ClippedAdam`` wraps
   (``pyro.optim.clipped_adam.ClippedAdam``, one instance for all parameters), same lr / clip;
@@ -64,7 +67,9 @@ from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
+from pgtm.allocator import keep_freed_memory
 from pgtm.inference.evaluate import log_weights
+from pgtm.inference.train import without_pyro_checks
 from pgtm.models import build_gtm, count_parameters
 from pgtm.models.gtm import GTM
 
@@ -352,12 +357,20 @@ class Pair:
         )
 
     def pyro(self, x, c=None, mask=None) -> float:
+        """``SVI.step`` as ``pgtm train`` runs it after the first step of a batch shape:
+        Pyro's own checks off (:func:`~pgtm.inference.train.without_pyro_checks`), torch's
+        distribution validation on."""
+        with without_pyro_checks():
+            return self.svi.step(x, c=c, mask=mask)
+
+    def pyro_checked(self, x, c=None, mask=None) -> float:
+        """``SVI.step`` with Pyro's default checks on every step."""
         return self.svi.step(x, c=c, mask=mask)
 
     def pyro_noreuse(self, x, c=None, mask=None) -> float:
         self.gtm.reuse_path = False
         try:
-            return self.svi.step(x, c=c, mask=mask)
+            return self.pyro(x, c, mask)
         finally:
             self.gtm.reuse_path = True
 
@@ -419,6 +432,7 @@ def bench_target(cfg, device) -> dict:
                 "pyro": lambda p=pair: p.pyro(x),
                 "floor": lambda p=pair: p.floor(x),
                 "pyro_noreuse": lambda p=pair: p.pyro_noreuse(x),
+                "pyro_checked": lambda p=pair: p.pyro_checked(x),
             },
             cfg["target_reps"],
             cfg["target_warmup"] - 1,
@@ -426,6 +440,7 @@ def bench_target(cfg, device) -> dict:
         )
         row = summarise(times, "pyro", "floor")
         row["noreuse_over_pyro"] = row["pyro_noreuse_ms"] / row["pyro_ms"]
+        row["checked_ratio"] = row["pyro_checked_ms"] / row["floor_ms"]
         row["memory"] = memory_mb
         row["parameters"] = count_parameters(pair.gtm)
         row["load"] = [load0, os.getloadavg()[0]]
@@ -692,26 +707,11 @@ def _toggled(pair: Pair, proposed: bool, x) -> Callable[[], float]:
     def step():
         pair.gtm.proposed = proposed
         try:
-            return pair.pyro(x)
+            return pair.pyro_checked(x)
         finally:
             pair.gtm.proposed = False
 
     return step
-
-
-def pyro_checks_off(fn: Callable[[], object]):
-    """Run ``fn`` with Pyro's own checks off (``pyro.infer`` and ``pyro.poutine`` validation:
-    per-site shape checks and NaN/inf warnings on every ``log_prob_sum``, each a host
-    synchronisation plus a backward hook) but torch's distribution validation left on."""
-    infer_was = pyro.infer.is_validation_enabled()
-    poutine_was = pyro.poutine.is_validation_enabled()
-    pyro.infer.enable_validation(False)
-    pyro.poutine.enable_validation(False)
-    try:
-        return fn()
-    finally:
-        pyro.infer.enable_validation(infer_was)
-        pyro.poutine.enable_validation(poutine_was)
 
 
 def _feature_slicing(length: int, how: str, device) -> None:
@@ -787,10 +787,10 @@ def bench_overhead(cfg, device) -> dict:
 
         def novalid(p=pair):
             with pyro.validation_enabled(False):
-                return p.pyro(xt)
+                return p.pyro_checked(xt)
 
         def no_pyro_checks(p=pair):
-            return pyro_checks_off(lambda: p.pyro(xt))
+            return p.pyro(xt)
 
         def floor_novalid(p=pair):
             with pyro.validation_enabled(False):
@@ -946,11 +946,12 @@ def bench_malloc(cfg, device) -> dict:
     base_env = {k: v for k, v in os.environ.items() if k not in MALLOC_TUNED}
     for length in cfg["malloc_lengths"]:
         row: dict = {"length": length}
-        for label, extra in (("default", {}), ("tuned", MALLOC_TUNED)):
+        for label, extra, flags in (("default", {}, []), ("tuned", MALLOC_TUNED, []),
+                                    ("mallopt", {}, ["--mallopt"])):
             cmd = [
                 sys.executable, str(Path(__file__).resolve()), "--threads",
                 str(torch.get_num_threads()), "--malloc-probe",
-                f"{probe}:{length}:{cfg['malloc_steps']}",
+                f"{probe}:{length}:{cfg['malloc_steps']}", *flags,
             ]
             if SIZES:
                 cmd.append("--smoke")
@@ -960,6 +961,9 @@ def bench_malloc(cfg, device) -> dict:
             row[label] = json.loads(proc.stdout.strip().splitlines()[-1])
         for who in ("pyro", "floor"):
             row[f"{who}_speedup"] = row["default"][f"{who}_ms"] / row["tuned"][f"{who}_ms"]
+            row[f"{who}_speedup_mallopt"] = (
+                row["default"][f"{who}_ms"] / row["mallopt"][f"{who}_ms"]
+            )
         out["rows"].append(row)
         d, t = row["default"], row["tuned"]
         log(
@@ -1094,8 +1098,9 @@ def markdown(res: dict) -> str:
         "",
         "| model | params | pyro ms | floor ms | ratio | paired [95% CI] | CPU ratio | "
         f"ratio of means (GC ms/step pyro, floor) | ≤ {RATIO_TARGET}? | pyro, "
-        "reuse_path=False ms | reuse saves | saved MB pyro / floor |",
-        "|---|---:|---:|---:|---:|---|---:|---|:-:|---:|---:|---:|",
+        "reuse_path=False ms | reuse saves | saved MB pyro / floor | Pyro checks every "
+        "step ms (ratio) |",
+        "|---|---:|---:|---:|---:|---|---:|---|:-:|---:|---:|---:|---:|",
     ]
     for m, r in res["target"].items():
         pr = r["ratio_paired"]
@@ -1106,7 +1111,9 @@ def markdown(res: dict) -> str:
             f"| {r['ratio_cpu']:.3f} | {r['ratio_mean']:.3f} ({r['pyro_gc_ms']:.1f}, "
             f"{r['floor_gc_ms']:.1f}) | {'yes' if r['meets_target'] else '**no**'} | "
             f"{r['pyro_noreuse_ms']:.1f} | {100 * (1 - 1 / r['noreuse_over_pyro']):.1f}% | "
-            f"{mem['pyro']['saved_mb']:.0f} / {mem['floor']['saved_mb']:.0f} |"
+            f"{mem['pyro']['saved_mb']:.0f} / {mem['floor']['saved_mb']:.0f} | "
+            + (f"{r['pyro_checked_ms']:.1f} ({r['checked_ratio']:.3f}) |"
+               if "pyro_checked_ms" in r else "n/a |")
         )
     lines += targets_summary(res)
     sc = res.get("scaling")
@@ -1323,18 +1330,24 @@ def markdown(res: dict) -> str:
             "",
             f"{mal['model']}, B={TARGET['batch']}, fresh processes; *tuned*: `{env}` (large "
             "blocks from the heap, freed memory kept, so no fresh kernel-zeroed pages each "
-            "step). Medians of interleaved Pyro/floor steps.",
+            "step). *mallopt*: the same settings made from inside the process by "
+            "`pgtm.allocator.keep_freed_memory()`, which the `pgtm` commands call at start. "
+            "Medians of interleaved Pyro/floor steps.",
             "",
-            "| T | who | default ms | tuned ms | speed-up | default sys ms | tuned sys ms | "
-            "default page faults/step | tuned page faults/step | peak RSS MB default / tuned |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| T | who | default ms | tuned ms | speed-up | mallopt speed-up | default sys ms | "
+            "tuned sys ms | default page faults/step | tuned page faults/step | peak RSS MB "
+            "default / tuned |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in mal["rows"]:
             d, t = r["default"], r["tuned"]
             for who in ("pyro", "floor"):
+                mallopt = r.get(f"{who}_speedup_mallopt")
                 lines.append(
                     f"| {r['length']} | {who} | {d[f'{who}_ms']:.0f} | {t[f'{who}_ms']:.0f} | "
-                    f"{r[f'{who}_speedup']:.2f}× | {d[f'{who}_sys_ms']:.0f} | "
+                    f"{r[f'{who}_speedup']:.2f}× | "
+                    f"{'n/a' if mallopt is None else f'{mallopt:.2f}×'} | "
+                    f"{d[f'{who}_sys_ms']:.0f} | "
                     f"{t[f'{who}_sys_ms']:.0f} | {d[f'{who}_minflt']:.0f} | "
                     f"{t[f'{who}_minflt']:.0f} | {_fmt(d.get('peak_rss_mb'), 0)} / "
                     f"{_fmt(t.get('peak_rss_mb'), 0)} |"
@@ -1488,6 +1501,7 @@ def main(argv=None) -> dict:
         "overhead,malloc,cuda",
     )
     parser.add_argument("--malloc-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--mallopt", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--update",
         action="store_true",
@@ -1507,6 +1521,8 @@ def main(argv=None) -> dict:
         parser.error("--threads must be >= 1")
     torch.set_num_threads(args.threads)
     if args.malloc_probe:
+        if args.mallopt:
+            keep_freed_memory()
         if args.smoke:
             SIZES.update(TINY)
         print(json.dumps(_json_ready(malloc_probe(args.malloc_probe))))

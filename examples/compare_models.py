@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from pgtm.allocator import keep_freed_memory
 from pgtm.inference.experiment import run_experiment, write_summary
 from pgtm.inference.train import TrainConfig
 from pgtm.models import MEMORIES
@@ -49,6 +50,7 @@ def main(argv=None):
     parser.add_argument("-l", "--prerecall-length", type=int, default=None)
     parser.add_argument("-k", "--recall-length", type=int, default=None)
     args = parser.parse_args(argv)
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     task = make_task(args.task, data_dir=args.data_dir, prerecall_length=args.prerecall_length,

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from pgtm.allocator import keep_freed_memory
 from pgtm.inference.experiment import run_experiment
 from pgtm.inference.read_heads import ReadHeadLog
 from pgtm.inference.train import TrainConfig
@@ -186,6 +187,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

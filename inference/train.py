@@ -32,10 +32,17 @@ Design notes
   for a NaN/inf distribution parameter, :class:`TrainingDiverged` is raised, no checkpoint is
   written (the last good one is left untouched) and the in-memory module keeps its last good
   parameters.
+* **Pyro's checks once per shape.** Pyro validates every step by default (``pyro.infer`` and
+  ``pyro.poutine`` validation: each site's shape against its plates, NaN/inf warnings on every
+  ``log_prob_sum``), a fixed cost of several milliseconds a step that re-checks a program whose
+  structure does not change between steps. The loop runs these checks on the first step of every
+  new batch shape ``(B, T)`` and skips them afterwards (``check_every_step=True`` keeps them on);
+  torch's distribution validation, which the divergence check relies on, stays on throughout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
@@ -185,6 +192,8 @@ class TrainConfig:
         disables all disk output (and therefore resume).
     :param progress: show a tqdm progress bar (only on a TTY).
     :param tensorboard: also log to TensorBoard when :mod:`torch.utils.tensorboard` imports.
+    :param check_every_step: run Pyro's own checks (see :func:`without_pyro_checks`) on every
+        step, not only on the first step of each batch shape.
     :raises ValueError: naming the field and its allowed range, for any bad value.
     """
 
@@ -205,6 +214,7 @@ class TrainConfig:
     out_dir: str | os.PathLike | None = None
     progress: bool = True
     tensorboard: bool = True
+    check_every_step: bool = False
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 1)
@@ -524,6 +534,22 @@ def _override_optim_hparams(
     return state
 
 
+@contextlib.contextmanager
+def without_pyro_checks():
+    """Turn Pyro's own checks (``pyro.infer`` and ``pyro.poutine`` validation: site shapes
+    against plates, NaN/inf warnings on every ``log_prob_sum``) off inside the block, leaving
+    torch's distribution validation as it is; the previous settings come back after."""
+    infer_was = pyro.infer.is_validation_enabled()
+    poutine_was = pyro.poutine.is_validation_enabled()
+    pyro.infer.enable_validation(False)
+    pyro.poutine.enable_validation(False)
+    try:
+        yield
+    finally:
+        pyro.infer.enable_validation(infer_was)
+        pyro.poutine.enable_validation(poutine_was)
+
+
 def _first_nan_grad(params: list[torch.Tensor]) -> torch.Tensor | None:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -673,6 +699,7 @@ def train(
     window: list[float] = []
     warned_foreign = False
     module_param_ids = {id(p) for p in gtm.parameters()}
+    checked_shapes: set[tuple[int, ...]] = set()
     step = start_step
     try:
         for step in range(start_step + 1, config.steps + 1):
@@ -681,11 +708,15 @@ def train(
             batch = _batch_to(task.sample(config.batch_size, "train", generator), device)
 
             # Same as pyro.infer.SVI.step, but the loss/gradients are checked before updating.
+            shape = tuple(batch.x.shape[:2])
+            check = config.check_every_step or shape not in checked_shapes
             try:
-                with pyro.poutine.trace(param_only=True) as capture:
+                checks = contextlib.nullcontext() if check else without_pyro_checks()
+                with checks, pyro.poutine.trace(param_only=True) as capture:
                     loss = elbo.loss_and_grads(
                         model, guide, batch.x, c=batch.c, mask=batch.mask
                     )
+                checked_shapes.add(shape)
             except ValueError as e:
                 # With distribution validation on (Pyro's default), NaN/inf parameters surface
                 # as this ValueError before any loss exists: that is divergence too.

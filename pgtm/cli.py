@@ -20,6 +20,8 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from pgtm.allocator import keep_freed_memory
+
 __all__ = [
     "COMMANDS",
     "add_data_options",
@@ -169,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="pgtm: %(message)s"
     )
+    keep_freed_memory()
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one line per warning, no source echo
         try:

@@ -467,3 +467,51 @@ def test_no_out_dir_trains_in_memory():
 def test_vectorized_particles(tmp_path):
     res = train(TinyGTM(), TinyTask(), _cfg(tmp_path, steps=2, num_particles=3))
     assert len(res.losses) == 2 and all(math.isfinite(v) for v in res.losses)
+
+
+class CheckRecordingGTM(TinyGTM):
+    """Records, at every model call, whether Pyro's own checks are on."""
+
+    def __init__(self):
+        super().__init__()
+        self.checks = []
+
+    def model(self, x, c=None, mask=None):
+        self.checks.append(pyro.infer.is_validation_enabled() and
+                           pyro.poutine.is_validation_enabled())
+        return super().model(x, c, mask)
+
+
+class ChangingBatchTask(TinyTask):
+    """Batches of 2, 2, 3, 3, 2 sequences (whatever ``batch_size`` asks for)."""
+
+    def __init__(self):
+        self.sizes = [2, 2, 3, 3, 2]
+
+    def sample(self, batch_size, split, generator):
+        return super().sample(self.sizes.pop(0) if split == "train" else batch_size, split,
+                              generator)
+
+
+@pytest.mark.parametrize("every_step", [False, True])
+def test_pyro_checks_run_on_each_new_batch_shape(every_step):
+    gtm = CheckRecordingGTM()
+    config = TrainConfig(steps=5, batch_size=2, progress=False, check_every_step=every_step)
+    train(gtm, ChangingBatchTask(), config)
+    assert gtm.checks == ([True] * 5 if every_step else [True, False, True, False, False])
+    assert pyro.infer.is_validation_enabled() and pyro.poutine.is_validation_enabled()
+
+
+class MisplatedGTM(TinyGTM):
+    """A model whose ``x`` site has the wrong batch shape for its plates."""
+
+    def model(self, x, c=None, mask=None):
+        pyro.module("gtm", self)
+        with pyro.plate("rows", x.shape[0] + 1, dim=-2):
+            zeros = x.new_zeros(x.shape[0], 1)
+            pyro.sample("x", dist.Normal(zeros, 1.0), obs=zeros)
+
+
+def test_a_structural_error_is_caught_on_the_first_step():
+    with pytest.raises(ValueError, match="[Ss]hape mismatch"):
+        train(MisplatedGTM(), TinyTask(), TrainConfig(steps=2, batch_size=2, progress=False))
