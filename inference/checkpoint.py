@@ -18,6 +18,9 @@ Layout (``FORMAT_VERSION == 1``):
 * ``csv_rows``: number of data rows of the CSV log that belong to steps ``<= step``.
 * ``losses``: float64 tensor ``[step]``, the loss of every step so far.
 * ``seconds``: float, cumulative training wall time up to ``step``.
+* ``regulariser`` (optional; absent in older checkpoints): ``None`` or the
+  :class:`~pgtm.inference.train.Regulariser`'s ``state_dict()`` (e.g. Memory Forcing's
+  discriminator weights, their optimiser state and counters).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Everything here is generic over any Pyro model/guide pair that follows ``docs/CO
 - the observation site ``"x"`` with batch shape ``[*particles, B, T]``;
 - ``pyro.factor`` sites whose names start with ``penalty`` are regularisers: they are reported
   separately and are *excluded* from the bounds;
+- latent sites without a time index (e.g. the Kanerva memory's ``"memory"``, one per sequence)
+  are part of the bounds; their KL is reported separately (``global_kl``), not in the per-step
+  ``kl``;
 - masking is done by the model/guide themselves (``poutine.mask``), so the log probabilities
   returned by ``trace.compute_log_prob()`` are already masked.
 
@@ -81,8 +84,11 @@ class LogWeights(NamedTuple):
     :ivar penalty: ``[K, B]`` sum of the ``penalty*`` factor sites (as added to the model's log
         joint, i.e. usually ``<= 0``); *not* part of ``log_w``.
     :ivar log_extra: ``[K, B]`` log p - log q of sites without a time index (latents without a
-        ``_t`` suffix, observed sites other than ``"x"``); zero for models following the
-        conventions exactly. Part of ``log_w``.
+        ``_t`` suffix, observed sites other than ``"x"``); zero for models without such sites.
+        Part of ``log_w``.
+    :ivar kl_global: ``[K, B]`` log q - log p of the latent sites without a time index that the
+        guide samples (e.g. the Kanerva memory ``"memory"``): the one-sample KL estimate of the
+        sequence-level latents, the latent part of ``-log_extra``.
     """
 
     log_w: Tensor
@@ -91,6 +97,7 @@ class LogWeights(NamedTuple):
     log_q_z: Tensor
     penalty: Tensor
     log_extra: Tensor
+    kl_global: Tensor
 
 
 def time_index(site_name: str) -> int | None:
@@ -209,7 +216,7 @@ def log_weights(
     :param mask: optional bool ``[B, T]``, True where the step exists.
     :param num_particles: ``K >= 1``.
     :returns: :class:`LogWeights` (``log_w [K, B]``, ``log_p_x/log_p_z/log_q_z [K, B, T]``,
-        ``penalty [K, B]``, ``log_extra [K, B]``).
+        ``penalty [K, B]``, ``log_extra [K, B]``, ``kl_global [K, B]``).
     :raises ValueError: on ``num_particles < 1``, a badly shaped ``x``/``c``/``mask``, or a model
         without an ``"x"`` site or with sites whose shapes break the conventions.
     """
@@ -229,6 +236,7 @@ def log_weights(
     log_q_z = zeros_kbt.clone()
     penalty = zeros_kbt.new_zeros((K, B))
     log_extra = zeros_kbt.new_zeros((K, B))
+    kl_global = zeros_kbt.new_zeros((K, B))
 
     def add_timed(target: Tensor, name: str, lp: Tensor) -> tuple[Tensor, Tensor | None]:
         """Add ``lp [K, B, T']`` to column ``t`` of ``target``; no time index: return it summed."""
@@ -252,6 +260,7 @@ def log_weights(
         log_q_z, extra = add_timed(log_q_z, name, lp)
         if extra is not None:
             log_extra = log_extra - extra
+            kl_global = kl_global + extra
 
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
@@ -275,6 +284,7 @@ def log_weights(
             log_p_z, extra = add_timed(log_p_z, name, lp)
             if extra is not None:
                 log_extra = log_extra + extra
+                kl_global = kl_global - extra
         # else: a model latent the guide does not sample: proposal == prior, cancels.
 
     if log_p_x is None:
@@ -288,6 +298,7 @@ def log_weights(
         log_q_z=log_q_z,
         penalty=penalty,
         log_extra=log_extra,
+        kl_global=kl_global,
     )
 
 
@@ -406,6 +417,10 @@ def evaluate(
       if no such step);
     - ``penalty``: mean over particles and sequences of the summed ``penalty*`` factors (not part
       of any bound); ``penalty_seq [B]``;
+    - ``global_kl_seq [B]``: the KL of the latent sites without a time index (e.g. the Kanerva
+      memory), ``mean_k (log q - log p)``; ``global_kl``: its mean over the sequences. Part of
+      the bounds (``elbo = -nll_seq - kl_seq - global_kl_seq`` up to other untimed sites) but
+      not of the per-step ``kl``; zero for models without such sites;
     - ``khat [B]``: PSIS Pareto shape of each sequence's ``K`` importance weights (ArviZ),
       ``khat_max`` (over non-nan entries), ``khat_mean`` (over finite entries) and ``khat_reading``:
       fractions of sequences with ``k < 0.5`` (``good``), ``0.5 <= k <= 0.7`` (``ok``) and
@@ -437,6 +452,7 @@ def evaluate(
     kl_sum = torch.zeros(B, T, dtype=f64)
     nll_sum = torch.zeros(B, T, dtype=f64)
     penalty_sum = torch.zeros(B, dtype=f64)
+    global_kl_sum = torch.zeros(B, dtype=f64)
     done = 0
     while done < K:
         k = min(C, K - done)
@@ -445,6 +461,7 @@ def evaluate(
         kl_sum += (lw.log_q_z - lw.log_p_z).detach().to("cpu", f64).sum(0)
         nll_sum += (-lw.log_p_x).detach().to("cpu", f64).sum(0)
         penalty_sum += lw.penalty.detach().to("cpu", f64).sum(0)
+        global_kl_sum += lw.kl_global.detach().to("cpu", f64).sum(0)
         done += k
 
     log_w = torch.cat(log_w_chunks, dim=0)  # [K, B]
@@ -493,6 +510,9 @@ def evaluate(
     penalty_seq = penalty_sum / K
     results["penalty"] = float(penalty_seq.mean())
     results["penalty_seq"] = penalty_seq
+    global_kl_seq = global_kl_sum / K
+    results["global_kl"] = float(global_kl_seq.mean())
+    results["global_kl_seq"] = global_kl_seq
 
     khat = pareto_khat(log_w)
     known, finite = khat[~torch.isnan(khat)], khat[torch.isfinite(khat)]

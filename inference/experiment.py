@@ -20,7 +20,9 @@ import pyro
 import torch
 
 from pgtm.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from pgtm.inference.copy_metrics import COPY_TASKS, exact_match
 from pgtm.inference.evaluate import evaluate, save_json
+from pgtm.inference.memory_forcing import MemoryForcing
 from pgtm.inference.read_heads import ReadHeadLog, plot_read_head_dynamics, read_head_statistics
 from pgtm.inference.train import TrainConfig, train
 from pgtm.memories.introspective import IntrospectiveMemory
@@ -134,6 +136,7 @@ def run_experiment(
     model_options: dict[str, Any] | None = None,
     resume: bool = True,
     data_dir=None,
+    memory_forcing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``memory``'s GTM on ``task`` and evaluate it on held-out sequences.
 
@@ -143,9 +146,14 @@ def run_experiment(
     :param iwae_particles: :math:`K` of the final importance-weighted bound.
     :param progress_eval_sequences: held-out sequences for the periodic evaluation (1 particle).
     :param data_dir: the task's data folder, recorded in ``run.json``.
+    :param memory_forcing: train with Memory Forcing: options of
+        :class:`~pgtm.inference.memory_forcing.MemoryForcing` (``{}`` for its defaults, e.g.
+        ``{"weight": 1.0, "accuracy_gate": 0.75}``); ``None`` (default) trains the ELBO alone.
     :returns: the results dict (also saved as ``results.json``): the keys of
         :data:`SUMMARY_KEYS`, per-step ``kl``/``nll``, per-sequence ELBO / IWAE and PSIS
-        ``khat``.
+        ``khat``, ``memory_forcing`` (all its settings, or ``None``) and, for the copy task,
+        ``exact_match`` and ``bit_accuracy`` (:func:`~pgtm.inference.copy_metrics.exact_match`;
+        also in the periodic evaluations).
     """
     if config.out_dir is None:
         raise ValueError("config.out_dir must be set: run_experiment writes its results there")
@@ -153,6 +161,8 @@ def run_experiment(
     model_options = dict(model_options or {})
     pyro.set_rng_seed(config.seed)
     gtm = build_for_task(memory, task, **model_options)
+    # built after the GTM, so its initial weights do not depend on memory forcing
+    regulariser = None if memory_forcing is None else MemoryForcing(gtm, **memory_forcing)
     save_run_spec(out, task, memory, model_options, data_dir)
     parameters = count_parameters(gtm)
     progress_batch = test_batch(task, progress_eval_sequences)
@@ -169,12 +179,16 @@ def run_experiment(
             metrics["read_entropy"] = sum(heads["entropy"]) / len(heads["entropy"])
             if "best_hit_rate" in heads:
                 metrics["read_hit_rate"] = heads["best_hit_rate"]
+        if task.name in COPY_TASKS:
+            metrics["exact_match"] = exact_match(module, progress_batch)["exact_match"]
         return metrics
 
     started = time.perf_counter()
-    result = train(gtm, task, config, evaluate_fn=periodic_evaluation, resume=resume)
+    result = train(gtm, task, config, evaluate_fn=periodic_evaluation, resume=resume,
+                   regulariser=regulariser)
     final_batch = test_batch(task, eval_sequences)
     r = evaluate_gtm(gtm, final_batch, num_particles=iwae_particles)
+    copy = exact_match(gtm, final_batch) if task.name in COPY_TASKS else {}
     device = next(gtm.parameters()).device
     gtm.eval()
     recall = final_batch.recall[0]
@@ -202,11 +216,15 @@ def run_experiment(
         "khat": r["khat"],
         "recall_steps": recall.tolist(),
         "penalty": r["penalty"],
+        "global_kl": r["global_kl"],
         "khat_max": r["khat_max"],
         "khat_mean": r["khat_mean"],
         "khat_reading": r["khat_reading"],
         "config": config.to_dict(),
         "model_options": {k: v if _plain(v) else _name(v) for k, v in model_options.items()},
+        "memory_forcing": None if regulariser is None else dict(regulariser.config),
+        "exact_match": copy.get("exact_match"),
+        "bit_accuracy": copy.get("bit_accuracy"),
     }
     save_json(summary, out / "results.json")
     return summary

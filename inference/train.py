@@ -32,6 +32,16 @@ Design notes
   for a NaN/inf distribution parameter, :class:`TrainingDiverged` is raised, no checkpoint is
   written (the last good one is left untouched) and the in-memory module keeps its last good
   parameters.
+* **Regularisers.** ``train(..., regulariser=r)`` trains an extra objective alongside the
+  module (e.g. :class:`~pgtm.inference.memory_forcing.MemoryForcing`'s discriminators); ``r``
+  follows :class:`Regulariser`. Each step, after the ELBO's gradients, ``r.loss(gtm, batch,
+  step)`` returns a :class:`RegulariserLoss`: its ``generator`` term is added to the loss and
+  back-propagated into the module's parameters *only* (``backward(inputs=...)``), its ``own``
+  loss into ``r.parameters()`` only; the divergence checks cover both (non-finite values, NaN
+  gradients) before anything is updated. After the module's optimiser step ``r.step()`` updates
+  ``r``'s own parameters. ``r.state_dict()`` is saved in the checkpoint (key ``"regulariser"``)
+  and restored on resume, so resume stays exact. The logged ``loss`` stays the (annealed)
+  negative ELBO; ``r``'s metrics (window means) get their own columns.
 * **Pyro's checks once per shape.** Pyro validates every step by default (``pyro.infer`` and
   ``pyro.poutine`` validation: each site's shape against its plates, NaN/inf warnings on every
   ``log_prob_sum``), a fixed cost of several milliseconds a step that re-checks a program whose
@@ -53,7 +63,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pyro
@@ -79,6 +89,8 @@ __all__ = [
     "ELBOS",
     "LatentScale",
     "MODULE_NAME",
+    "Regulariser",
+    "RegulariserLoss",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
@@ -274,6 +286,48 @@ class TrainResult:
     checkpoint_path: Path | None
     start_step: int = 0
     evals: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# Regularisers
+
+
+class RegulariserLoss(NamedTuple):
+    """What :meth:`Regulariser.loss` returns for one step.
+
+    :ivar generator: 0-dim term added to the module's loss (back-propagated into the module's
+        parameters only), or ``None``.
+    :ivar own: 0-dim loss of the regulariser's own parameters (back-propagated into them only),
+        or ``None`` (no update this step).
+    :ivar metrics: numbers to log (window means go to ``log.csv`` and TensorBoard).
+    """
+
+    generator: torch.Tensor | None
+    own: torch.Tensor | None
+    metrics: Mapping[str, float]
+
+
+class Regulariser(Protocol):
+    """An extra objective trained alongside the module by :func:`train` (see the module
+    docstring), e.g. :class:`~pgtm.inference.memory_forcing.MemoryForcing`."""
+
+    def parameters(self) -> Any:
+        """Its own parameters (iterable of tensors), updated by :meth:`step` only."""
+
+    def to(self, device: torch.device) -> Any:
+        """Move its parameters to the training device."""
+
+    def loss(self, gtm: torch.nn.Module, batch: Any, step: int) -> RegulariserLoss:
+        """The step's terms; may sample from torch's global generator (checkpointed)."""
+
+    def step(self) -> None:
+        """Its optimiser step with the gradients of ``own``; clears them."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly; ``weights_only``-loadable."""
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -550,6 +604,12 @@ def without_pyro_checks():
         pyro.poutine.enable_validation(poutine_was)
 
 
+def _clear_grads(params: list[torch.Tensor]) -> None:
+    # None rather than zeros: an optimiser skips a parameter without a gradient
+    for p in params:
+        p.grad = None
+
+
 def _first_nan_grad(params: list[torch.Tensor]) -> torch.Tensor | None:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -571,6 +631,7 @@ def train(
     *,
     evaluate_fn: Callable[[torch.nn.Module, int], Mapping[str, Any]] | None = None,
     resume: bool = True,
+    regulariser: Regulariser | None = None,
 ) -> TrainResult:
     """Train ``gtm`` with SVI (ClippedAdam) on batches from ``task``.
 
@@ -595,6 +656,8 @@ def train(
     :param resume: continue from ``out_dir/checkpoint.pt`` if it exists (exactly: the result is
         bit-identical to an uninterrupted run with the same config). With ``False`` an existing
         checkpoint and log are overwritten.
+    :param regulariser: optional :class:`Regulariser` trained alongside (its state is
+        checkpointed and restored with the rest).
     :returns: a :class:`TrainResult`.
     :raises ValueError: for a CUDA device when CUDA is unavailable.
     :raises TrainingDiverged: on a non-finite loss or a NaN gradient; the last good checkpoint
@@ -612,6 +675,8 @@ def train(
     device = _resolve_device(config.device)
     gtm.to(device)
     gtm.train()
+    if regulariser is not None:
+        regulariser.to(device)
 
     out_dir = Path(config.out_dir) if config.out_dir is not None else None
     ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
@@ -653,6 +718,17 @@ def train(
         seconds_before = float(ckpt["seconds"])
         csv_rows = int(ckpt["csv_rows"])
         last_good = (ckpt_path, start_step)
+        saved = ckpt.get("regulariser")
+        if regulariser is not None and saved is not None:
+            regulariser.load_state_dict(saved)
+        elif (regulariser is None) != (saved is None):
+            warnings.warn(
+                f"resuming {ckpt_path}: the checkpoint "
+                + ("has no regulariser state but a regulariser was given (it starts afresh)"
+                   if saved is None else "holds a regulariser state but none was given")
+                + "; the continuation is not identical to an uninterrupted run",
+                stacklevel=2,
+            )
     register_module(gtm)
 
     elbo_cls = Trace_ELBO if config.elbo == "trace" else TraceMeanField_ELBO
@@ -697,6 +773,8 @@ def train(
     )
     t_run = time.perf_counter()
     window: list[float] = []
+    reg_window: dict[str, list[float]] = {}
+    reg_params = [] if regulariser is None else list(regulariser.parameters())
     warned_foreign = False
     module_param_ids = {id(p) for p in gtm.parameters()}
     checked_shapes: set[tuple[int, ...]] = set()
@@ -717,12 +795,14 @@ def train(
                         model, guide, batch.x, c=batch.c, mask=batch.mask
                     )
                 checked_shapes.add(shape)
+                reg_loss = None if regulariser is None else regulariser.loss(gtm, batch, step)
             except ValueError as e:
                 # With distribution validation on (Pyro's default), NaN/inf parameters surface
                 # as this ValueError before any loss exists: that is divergence too.
                 if _INVALID_VALUES not in str(e):
                     raise
                 zero_grads(gtm.parameters())
+                _clear_grads(reg_params)
                 ck, ck_step = last_good if last_good else (None, None)
                 first_line = str(e).splitlines()[0]
                 raise TrainingDiverged(
@@ -732,18 +812,35 @@ def train(
                 {site["value"].unconstrained() for site in capture.trace.nodes.values()}
             )
             loss = float(loss)
+            total, own = loss, 0.0
+            if reg_loss is not None:
+                # each term into its own parameters only: the regulariser's parameters get no
+                # gradient from the module's loss, and the module none from the regulariser's
+                term = reg_loss.generator
+                if term is not None and term.requires_grad:
+                    total += float(term.detach())
+                    torch.autograd.backward(term, inputs=[p for p in params if p.requires_grad])
+                if reg_loss.own is not None and reg_loss.own.requires_grad:
+                    own = float(reg_loss.own.detach())
+                    torch.autograd.backward(reg_loss.own, inputs=reg_params)
             reason = None
-            if not math.isfinite(loss):
-                reason = "non-finite loss"
+            if not math.isfinite(total):
+                reason = "non-finite loss" if not math.isfinite(loss) else (
+                    "non-finite regulariser term")
+            elif not math.isfinite(own):
+                reason = "non-finite regulariser loss"
             else:
                 bad = _first_nan_grad(params)
                 if bad is not None:
                     name = pyro.get_param_store().param_name(bad)
                     reason = f"NaN gradient of parameter {name!r}"
+                elif _first_nan_grad(reg_params) is not None:
+                    reason = "NaN gradient of a regulariser parameter"
             if reason is not None:
                 zero_grads(params)
+                _clear_grads(reg_params)
                 ck, ck_step = last_good if last_good else (None, None)
-                raise TrainingDiverged(step, loss, ck, ck_step, reason)
+                raise TrainingDiverged(step, total, ck, ck_step, reason)
             if not warned_foreign and any(id(p) not in module_param_ids for p in params):
                 warned_foreign = True
                 warnings.warn(
@@ -753,6 +850,10 @@ def train(
                 )
             optim(params)
             zero_grads(params)
+            if regulariser is not None:
+                regulariser.step()
+                for k, v in reg_loss.metrics.items():
+                    reg_window.setdefault(str(k), []).append(float(v))
 
             losses.append(loss)
             window.append(loss)
@@ -780,6 +881,8 @@ def train(
                     "beta": beta,
                     "seconds": round(seconds, 3),
                 }
+                for k, v in reg_window.items():
+                    row[k if k not in _CsvLog.BASE else f"reg_{k}"] = float(np.mean(v))
                 for k, v in metrics.items():
                     row[k if k not in _CsvLog.BASE else f"eval_{k}"] = v
                 if log is not None:
@@ -787,9 +890,12 @@ def train(
                 if tb is not None:
                     tb.add_scalar("train/loss", row["loss"], step)
                     tb.add_scalar("train/beta", beta, step)
+                    for k, v in reg_window.items():
+                        tb.add_scalar(f"train/{k}", float(np.mean(v)), step)
                     for k, v in metrics.items():
                         tb.add_scalar(f"eval/{k}", v, step)
                 window = []
+                reg_window = {}
             if do_ckpt:
                 state = {
                     "format_version": FORMAT_VERSION,
@@ -802,6 +908,7 @@ def train(
                     "csv_rows": log.sync() if log is not None else 0,
                     "losses": torch.tensor(losses, dtype=torch.float64),
                     "seconds": seconds_before + (time.perf_counter() - t_run),
+                    "regulariser": None if regulariser is None else regulariser.state_dict(),
                 }
                 save_checkpoint(state, ckpt_path)
                 last_good = (ckpt_path, step)

@@ -8,10 +8,13 @@ Every part can be given by name or as a class, so swapping a prior is one argume
 
 from __future__ import annotations
 
+import inspect
+
 from pgtm.memories.base import NoMemory
 from pgtm.memories.dnc import DNCMemory
 from pgtm.memories.fast_weights import FastWeightsMemory
 from pgtm.memories.introspective import IntrospectiveMemory
+from pgtm.memories.kanerva import KanervaMemory
 from pgtm.memories.lru import LRUMemory
 from pgtm.memories.ntm import NTMMemory
 from pgtm.models.gtm import GTM
@@ -34,6 +37,7 @@ MEMORIES = {
     "lru": LRUMemory,
     "dnc": DNCMemory,
     "fast-weights": FastWeightsMemory,
+    "kanerva": KanervaMemory,
 }
 #: memories whose number of slots defaults to at least the sequence length
 _SLOTS_FROM_LENGTH = {
@@ -77,9 +81,11 @@ def build_gtm(
     """Build a GTM with default sizes from the paper (latent 32, LSTM 256, 5 read heads).
 
     :param memory: ``"vrnn"`` (no memory), ``"introspective"``, ``"ntm"``, ``"lru"``,
-        ``"dnc"``, ``"fast-weights"`` or a
+        ``"dnc"``, ``"fast-weights"``, ``"kanerva"`` or a
         :class:`~pgtm.memories.base.Memory` subclass taking ``(latent_size=, controller_size=,
-        **memory_options)``.
+        **memory_options)`` (and ``feature_size=``, the encoder's output size, when its
+        constructor has that argument, as the Kanerva memory, whose guide writes the encoder
+        features).
     :param frame_shape: frame shape; ``(1, 28, 28)`` uses convolutional networks by default.
     :param sequence_length: :math:`T`; the Introspective buffer keeps that many latents, the
         fast-weights history that many vectors, and the content-addressed memories get
@@ -109,6 +115,8 @@ def build_gtm(
             raise ValueError(f"memory {memory!r} needs sequence_length (or num_slots)")
         memory_options["num_slots"] = max(_SLOTS_FROM_LENGTH[memory_cls], sequence_length)
 
+    if "feature_size" in _constructor_arguments(memory_cls):
+        memory_options.setdefault("feature_size", feature_size)
     mem = memory_cls(latent_size=latent_size, controller_size=controller_size, **memory_options)
     controller = LSTMController(
         latent_size + mem.read_size + action_size, controller_size, orthogonal_init=orthogonal_init
@@ -133,6 +141,13 @@ def build_gtm(
         action_size=action_size,
         reuse_path=reuse_path,
     )
+
+
+def _constructor_arguments(cls) -> set[str]:
+    try:
+        return set(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):  # no introspectable signature
+        return set()
 
 
 def count_parameters(module) -> int:

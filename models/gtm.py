@@ -30,6 +30,16 @@ When the model replays the guide's latents (``Trace_ELBO``, ``TraceMeanField_ELB
 it: at step ``t`` the model takes the guide's step if every latent it has seen so far is the
 very tensor the guide sampled (an identity test, so the reuse is exact). Run on its own (prior
 samples, ``render_model``) the model computes its own path. ``reuse_path=False`` turns this off.
+
+**A memory that is a latent variable.** The memory state of each sequence is started by the
+memory's hooks (:class:`~pgtm.memories.base.Memory`): ``memory.prior_initial_state((B, 1))`` in
+the model and ``memory.posterior_initial_state(features [B, 1, T, F], mask [B, 1, T])`` in the
+guide, both inside the ``"sequences"`` plate. For the deterministic memories both return the
+empty memory; a random memory (the Kanerva memory) samples its site there, so that its
+:math:`\log p - \log q` enters every objective through Pyro. The values of the sites a hook
+samples join the identity test of path reuse: the model takes the guide's path only if they are
+the very tensors the guide sampled. ``generate`` starts the memory with the prior hook, or with
+the posterior hook on the observed frames.
 """
 
 from __future__ import annotations
@@ -78,6 +88,7 @@ class _GuidePath:
         self.checked = checked
         self.steps: list[PathStep] = []
         self.latents: list[torch.Tensor] = []
+        self.memory_latents: tuple[torch.Tensor, ...] = ()
 
     def matches(self, x, c, mask) -> bool:
         return all(a is b for a, b in zip(self.inputs, (x, c, mask), strict=True))
@@ -139,11 +150,15 @@ class GTM(nn.Module):
         self._guide_path: _GuidePath | None = None
 
     # ----------------------------------------------------------------- deterministic path
-    def initial_state(self, batch_shape, device=None, dtype=None) -> PathState:
+    def initial_state(self, batch_shape, device=None, dtype=None, memory_state=None) -> PathState:
+        """The state before step 0; ``memory_state`` (default: the memory's deterministic
+        ``initial_state``) is e.g. the one a memory hook sampled."""
         kwargs = {"device": device, "dtype": dtype}
+        if memory_state is None:
+            memory_state = self.memory.initial_state(batch_shape, **kwargs)
         return PathState(
             self.controller.initial_state(batch_shape, **kwargs),
-            self.memory.initial_state(batch_shape, **kwargs),
+            memory_state,
             torch.zeros(*batch_shape, self.memory.read_size, **kwargs),
             torch.zeros(*batch_shape, self.latent_size, **kwargs),
         )
@@ -192,6 +207,22 @@ class GTM(nn.Module):
         return x, c, mask
 
     @staticmethod
+    def _start_memory(hook, *args):
+        """Run a memory hook (``prior_initial_state`` or ``posterior_initial_state``).
+
+        :returns: ``(state, latents)``: the memory state and the values of the latent sites the
+            hook sampled (none for a deterministic memory), for the identity test of path reuse.
+        """
+        with poutine.trace() as tracer:
+            state = hook(*args)
+        latents = tuple(
+            site["value"]
+            for site in tracer.trace.nodes.values()
+            if site["type"] == "sample" and not site["is_observed"]
+        )
+        return state, latents
+
+    @staticmethod
     def _action(c, t):
         return None if c is None else c[:, t : t + 1]
 
@@ -212,7 +243,11 @@ class GTM(nn.Module):
         batch, length = x.shape[:2]
         latents, contexts = [], []
         with pyro.plate("sequences", batch, dim=-2):
-            state = self.initial_state((batch, 1), x.device, x.dtype)
+            memory_state, memory_latents = self._start_memory(
+                self.memory.prior_initial_state, (batch, 1), x.device, x.dtype
+            )
+            following = following and _same(memory_latents, guide_path.memory_latents)
+            state = self.initial_state((batch, 1), x.device, x.dtype, memory_state)
             for t in pyro.markov(range(length)):
                 following = following and (t == 0 or state.latent is guide_path.latents[t - 1])
                 if following:
@@ -240,10 +275,14 @@ class GTM(nn.Module):
         batch, length = x.shape[:2]
         # all frames in one encoder call; split once, as T slices would each back-propagate a
         # full [B, T, F] gradient (O(T^2) in the backward pass)
-        features = self.encoder(x).split(1, dim=1)  # T x [B, 1, F]
+        encoded = self.encoder(x)  # [B, T, F]
+        features = encoded.split(1, dim=1)  # T x [B, 1, F]
         path = _GuidePath(inputs, (x, c, mask))
         with pyro.plate("sequences", batch, dim=-2):
-            state = self.initial_state((batch, 1), x.device, x.dtype)
+            memory_state, path.memory_latents = self._start_memory(
+                self.memory.posterior_initial_state, encoded.unsqueeze(1), mask.unsqueeze(1)
+            )
+            state = self.initial_state((batch, 1), x.device, x.dtype, memory_state)
             for t in pyro.markov(range(length)):
                 step = self.path_step(state, self._action(c, t))
                 with poutine.mask(mask=mask[:, t : t + 1]):
@@ -266,7 +305,8 @@ class GTM(nn.Module):
         observed_steps: int = 0,
     ) -> Generated:
         """Sample sequences: latents from the posterior for the first ``observed_steps`` frames
-        of ``x``, then from the prior ("observe n frames, generate the rest").
+        of ``x``, then from the prior ("observe n frames, generate the rest"). A random memory
+        is drawn from its prior, or from its posterior given the observed frames.
 
         :param length: :math:`T`.
         :param num_sequences: :math:`B` (taken from ``x`` or ``c`` when given).
@@ -288,7 +328,12 @@ class GTM(nn.Module):
         param = next(self.parameters())
         device, dtype = param.device, param.dtype
         features = self.encoder(x[:, :observed_steps].to(device, dtype)) if observed_steps else None
-        state = self.initial_state((num_sequences,), device, dtype)
+        if observed_steps:
+            observed = torch.ones(features.shape[:-1], dtype=torch.bool, device=device)
+            memory_state = self.memory.posterior_initial_state(features, observed)
+        else:
+            memory_state = self.memory.prior_initial_state((num_sequences,), device, dtype)
+        state = self.initial_state((num_sequences,), device, dtype, memory_state)
         latents, contexts, weights, gates = [], [], [], []
         for t in range(length):
             action = None if c is None else c[:, t].to(device, dtype)
@@ -310,6 +355,13 @@ class GTM(nn.Module):
             None if weights[0] is None else torch.stack(weights, 1),
             None if gates[0] is None else torch.stack(gates, 1),
         )
+
+
+def _same(latents: tuple, guide_latents: tuple) -> bool:
+    """Whether the model's memory latents are the very tensors the guide sampled."""
+    return len(latents) == len(guide_latents) and all(
+        a is b for a, b in zip(latents, guide_latents, strict=True)
+    )
 
 
 def _stack_time(per_step: list[torch.Tensor]) -> torch.Tensor:

@@ -35,6 +35,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="fast-weights learning rate eta > 0 (default 0.5)")
     group.add_argument("--inner-steps", type=int, default=None,
                        help="fast-weights inner-loop steps S >= 1 (default 1)")
+    _add_kanerva_options(group)
     group.add_argument("--orthogonal-init", action="store_true",
                        help="orthogonal initialisation of the controller's recurrent matrix")
 
@@ -46,6 +47,33 @@ _FAST_WEIGHTS_OPTIONS = {
     "--fast-learning-rate": "fast_learning_rate",
     "--inner-steps": "inner_steps",
 }
+
+
+#: command-line flag -> (option of :class:`~pgtm.memories.kanerva.KanervaMemory`, type, help)
+_KANERVA_OPTIONS = {
+    "--kanerva-slots": ("num_slots", int, "kanerva memory slots K (default 32)"),
+    "--kanerva-code-size": ("code_size", int, "kanerva code/read size C (default 160)"),
+    "--kanerva-address-regulariser": (
+        "address_regulariser", float, "kanerva least-squares address ridge lambda > 0 (default 1)"
+    ),
+    "--kanerva-write-noise": (
+        "write_noise", float, "kanerva write-noise variance sigma^2 > 0 (default 1)"
+    ),
+}
+
+
+def _add_kanerva_options(group) -> None:
+    for flag, (_, kind, text) in _KANERVA_OPTIONS.items():
+        group.add_argument(flag, type=kind, default=None, help=text)
+
+
+def _kanerva_options_from_args(args, options: dict) -> None:
+    for flag, (name, _, _) in _KANERVA_OPTIONS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            if args.model != "kanerva":
+                raise ValueError(f"{flag} applies to --model kanerva only")
+            options[name] = value
 
 
 def model_options_from_args(args) -> dict:
@@ -63,8 +91,10 @@ def model_options_from_args(args) -> dict:
         if args.model == "fast-weights":
             raise ValueError("--num-heads does not apply to --model fast-weights (it has no "
                              "read heads; its read size is --fast-size)")
-        key = "num_read_heads" if args.model == "dnc" else "num_heads"
-        options[key] = args.num_heads
+        if args.model == "kanerva":
+            raise ValueError("--num-heads does not apply to --model kanerva (it has one read; "
+                             "its read size is --kanerva-code-size)")
+        options["num_heads"] = args.num_heads
     for name in ("weighting", "sparsity"):
         if getattr(args, name) is not None:
             if args.model != "introspective":
@@ -76,7 +106,49 @@ def model_options_from_args(args) -> dict:
             if args.model != "fast-weights":
                 raise ValueError(f"{flag} applies to --model fast-weights only")
             options[name] = value
+    _kanerva_options_from_args(args, options)
     return options
+
+
+# ---------------------------------------------------------------------- Memory Forcing (train)
+
+
+#: command-line flag -> option of :class:`~pgtm.inference.memory_forcing.MemoryForcing`
+_MEMORY_FORCING_OPTIONS = {
+    "--mf-weight": "weight",
+    "--mf-accuracy-gate": "accuracy_gate",
+    "--mf-update-gate": "update_gate",
+}
+
+
+def _add_memory_forcing_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "memory forcing", "adversarial training of teacher-forced vs free-running dynamics "
+        "(pgtm.inference.memory_forcing)")
+    group.add_argument("--memory-forcing", action="store_true",
+                       help="train with Memory Forcing: discriminators on the controller's "
+                       "hidden states and on the memory")
+    group.add_argument("--mf-weight", type=float, default=None,
+                       help="weight of the adversarial generator term (default 1)")
+    group.add_argument("--mf-accuracy-gate", type=float, default=None,
+                       help="the generator term counts only when a discriminator's batch "
+                       "accuracy is above this (default 0.75)")
+    group.add_argument("--mf-update-gate", type=float, default=None,
+                       help="a discriminator is updated only while its batch accuracy is below "
+                       "this (default 0.99)")
+
+
+def memory_forcing_from_args(args) -> dict | None:
+    """Options of :class:`~pgtm.inference.memory_forcing.MemoryForcing` (the flags given), or
+    ``None`` without ``--memory-forcing``."""
+    given = {name: getattr(args, flag.lstrip("-").replace("-", "_"))
+             for flag, name in _MEMORY_FORCING_OPTIONS.items()}
+    if not args.memory_forcing:
+        flags = [flag for flag, name in _MEMORY_FORCING_OPTIONS.items() if given[name] is not None]
+        if flags:
+            raise ValueError(f"{flags[0]} applies with --memory-forcing only")
+        return None
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _cmd_train(args) -> int:
@@ -99,7 +171,7 @@ def _cmd_train(args) -> int:
     summary = run_experiment(
         args.model, task, config, eval_sequences=args.eval_sequences,
         iwae_particles=args.iwae_particles, model_options=options, resume=not args.restart,
-        data_dir=args.data_dir,
+        data_dir=args.data_dir, memory_forcing=memory_forcing_from_args(args),
     )
     _print_summary(summary, args.out)
     return 0
@@ -139,6 +211,7 @@ def _register_train(subparsers) -> None:
     group.add_argument("--restart", action="store_true",
                        help="start afresh instead of resuming from DIR/checkpoint.pt")
     group.add_argument("--no-progress", action="store_true")
+    _add_memory_forcing_options(parser)
     parser.set_defaults(func=_cmd_train)
 
 

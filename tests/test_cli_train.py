@@ -74,8 +74,8 @@ def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path, monkeyp
 
 
 def test_unknown_model_is_a_usage_error(capsys):
-    assert main(["train", "perfect-recall", "--model", "kanerva", "--out", "X"]) == 2
-    assert "invalid choice: 'kanerva'" in capsys.readouterr().err
+    assert main(["train", "perfect-recall", "--model", "hopfield", "--out", "X"]) == 2
+    assert "invalid choice: 'hopfield'" in capsys.readouterr().err
 
 
 def _parameters(run):
@@ -125,6 +125,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
         ("sparsity_study.py", ["--variants", "softplus", "softplus-sparse", "--seeds", "0", "1",
                                "--steps", "4", "--eval-every", "2", "--eval-sequences", "3",
                                "--iwae-particles", "3"]),
+        ("memory_forcing_study.py", ["--seeds", "0", "--steps", "2", "--eval-every", "2",
+                                     "--eval-sequences", "3", "--iwae-particles", "3",
+                                     "--batch-size", "2", "--latent-size", "4",
+                                     "--controller-size", "16", "--num-heads", "1",
+                                     "--copy-length", "3", "-l", "3", "-k", "2"]),
     ],
 )
 def test_examples_run_end_to_end(script, args, tmp_path):
@@ -144,3 +149,26 @@ def test_examples_run_end_to_end(script, args, tmp_path):
         assert set(summary) == {"softplus", "softplus-sparse"}
         assert all(row["seeds"] == 2 for row in summary.values())
         assert {"dynamics.png", "summary.md", "read_heads.png"} <= produced
+    if script == "memory_forcing_study.py":
+        summary = json.loads((out / "summary.json").read_text())["tasks"]
+        assert set(summary) == {"copy", "sequential-mnist", "perfect-recall"}
+        assert all(set(modes) == {"plain", "memory-forcing"} for modes in summary.values())
+        assert 0 <= summary["copy"]["memory-forcing"]["exact_match"][0] <= 1
+        assert summary["sequential-mnist"]["plain"]["recall_kl"] == [None, None]
+        assert summary["perfect-recall"]["plain"]["iwae"][0] is not None
+        assert {"summary.md", "summary.png"} <= produced
+        header = (out / "copy" / "memory-forcing" / "seed0" / "log.csv").read_text()
+        assert "mf_hidden_accuracy" in header and "mf_memory_accuracy" in header
+
+
+@pytest.mark.parametrize("model", ["introspective", "ntm", "lru", "dnc"])
+def test_num_heads_reaches_every_memory_with_heads(model):
+    from pgtm.cli import build_parser
+    from pgtm.commands import model_options_from_args
+    from pgtm.models import build_gtm
+
+    args = build_parser().parse_args(
+        ["train", "perfect-recall", "--model", model, "--num-heads", "2", "--out", "unused"])
+    gtm = build_gtm(model, frame_shape=(1, 1, 8), sequence_length=4,
+                    **model_options_from_args(args))
+    assert gtm.memory.num_heads == 2

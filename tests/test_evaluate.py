@@ -273,6 +273,40 @@ def test_log_weights_sites_without_time_index(data):
                                atol=1e-3)
 
 
+def test_kl_of_latents_without_time_index_is_reported_separately(data):
+    """A sequence-level latent (like the Kanerva memory ``"memory"``) is in the bounds and in
+    ``global_kl``; the per-step ``kl`` holds the ``z_t`` alone."""
+    x, _ = data
+
+    def model(x, c=None, mask=None):
+        return lgssm_model(x, c, mask, extra=True)
+
+    guide = make_guide(1.25, extra=True)
+    pyro.set_rng_seed(4)
+    guide_trace = poutine.trace(guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(model, guide_trace)).get_trace(x)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+
+    def kl(name):
+        return guide_trace.nodes[name]["log_prob"] - model_trace.nodes[name]["log_prob"]
+
+    offset_kl = kl("offset")[:, 0].double()  # [B]
+    step_kl = torch.cat([kl(f"z_{t}") for t in range(x.shape[1])], dim=-1).double()  # [B, T]
+    pyro.set_rng_seed(4)
+    lw = log_weights(model, guide, x, num_particles=1)
+    torch.testing.assert_close(lw.kl_global, -lw.log_extra)  # no observed extra sites
+    pyro.set_rng_seed(4)
+    r = evaluate(model, guide, x, num_particles=1, chunk_size=1, keep_tensors=True)
+    torch.testing.assert_close(r["global_kl_seq"], offset_kl, atol=1e-5, rtol=0)
+    assert r["global_kl"] == pytest.approx(float(offset_kl.mean()), abs=1e-5)
+    torch.testing.assert_close(r["kl_seq"], step_kl.sum(1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(r["kl"], step_kl.mean(0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(r["elbo"], -r["nll_seq"] - r["kl_seq"] - r["global_kl_seq"])
+    plain = evaluate(lgssm_model, make_guide(1.25), x, num_particles=3)
+    assert plain["global_kl"] == 0.0 and plain["global_kl_seq"] == [0.0] * x.shape[0]
+
+
 def test_iwae_matches_kalman_loglik(data):
     """IWAE with K = 4000 (chunks of 1000) vs the exact Kalman log-likelihood.
 

@@ -2,7 +2,11 @@
 
 Every test runs over all the memories, each built with tiny sizes by :func:`make_memory` from
 :data:`OPTIONS`; what only one memory promises is tested in its own file (``test_ntm.py``,
-``test_lru.py``, ``test_dnc.py``, ``test_introspective.py``, ``test_fast_weights.py``).
+``test_lru.py``, ``test_dnc.py``, ``test_introspective.py``, ``test_fast_weights.py``,
+``test_kanerva.py``). The Kanerva memory's content is a latent variable sampled by its own hooks
+in a GTM; here it runs from its deterministic ``initial_state`` (the prior mean), which fits
+every assumption of this suite (its read does not depend on ``z``, but it broadcasts ``z``'s
+leading dims like the memories that write it).
 """
 
 import pyro
@@ -16,6 +20,7 @@ from pgtm.models import MEMORIES, build_gtm, count_parameters
 
 Z, C, N, W, R, H = 3, 5, 4, 3, 2, 2  # latent, controller, slots, word, read heads, write heads
 D = 6  # size of the fast-weights memory (its other form is tested in test_fast_weights.py)
+CK = 7  # code size of the Kanerva memory (larger than its N slots, as by default)
 
 #: tiny constructor options of each memory (the Introspective one with both penalties, so that
 #: every field of ``MemoryOutput`` is exercised by some memory)
@@ -26,6 +31,7 @@ OPTIONS = {
     "lru": {"num_slots": N, "word_size": W, "num_heads": R},
     "dnc": {"num_slots": N, "word_size": W, "num_heads": R, "num_write_heads": H},
     "fast-weights": {"size": D, "num_slots": N, "inner_steps": 2, "form": "attention"},
+    "kanerva": {"num_slots": N, "code_size": CK},
 }
 #: the trailing shape of every state tensor of the memories built from OPTIONS
 STATE_SHAPES = {
@@ -42,6 +48,7 @@ STATE_SHAPES = {
         "write_weights": (H, N),
     },
     "fast-weights": {"history": (N, D)},
+    "kanerva": {"memory": (N, CK)},
 }
 READ_SIZES = {
     "vrnn": 0,
@@ -50,12 +57,17 @@ READ_SIZES = {
     "lru": R * W,
     "dnc": R * W,
     "fast-weights": D,
+    "kanerva": CK,
 }
 #: the memories that return read weights, gates and a penalty
 WITH_WEIGHTS = {"introspective", "ntm", "lru", "dnc"}
 WITH_GATES = WITH_PENALTY = {"introspective"}
 #: the memories that check the sizes of h and z
-CHECKING_SIZES = ["ntm", "lru", "dnc", "fast-weights"]
+CHECKING_SIZES = ["ntm", "lru", "dnc", "fast-weights", "kanerva"]
+#: memories whose step does not write z (the Kanerva memory is written by its guide hook, from
+#: the frames' features), and the parameters that only those hooks use (the prior variance)
+NOT_WRITING_Z = {"kanerva"}
+HOOK_ONLY_PARAMETERS = {"kanerva": {"prior_variance_raw"}}
 #: memories whose step is too slow for a full (not ``fast_mode``) gradcheck
 FAST_GRADCHECK = {"ntm", "lru", "dnc"}
 NAMES = list(MEMORIES)
@@ -164,7 +176,11 @@ def test_no_nan_or_inf_in_values_or_gradients_with_an_all_zero_memory(name):
             assert not loss.requires_grad
             continue
         loss.backward()
-        for grad in (h.grad, z.grad, *(p.grad for p in memory.parameters())):
+        hook_only = HOOK_ONLY_PARAMETERS.get(name, set())
+        used = [p for n, p in memory.named_parameters() if n not in hook_only]
+        if name in NOT_WRITING_Z:
+            assert z.grad is None
+        for grad in (h.grad, *([] if name in NOT_WRITING_Z else [z.grad]), *(p.grad for p in used)):
             assert grad is not None and torch.isfinite(grad).all()
 
 

@@ -13,6 +13,16 @@ the new state, the read weights (for plots) and an optional regulariser.
 
 State tensors have shape ``[*batch, ...]`` with any number of leading batch dimensions, so a
 particle dimension prepended by Pyro flows through without special cases.
+
+**A memory that is a latent variable.** The GTM starts the memory of every sequence with two
+hooks, :meth:`Memory.prior_initial_state` in the model and :meth:`Memory.posterior_initial_state`
+in the guide (and in ``generate``). By default both return the deterministic
+:meth:`Memory.initial_state`; a memory whose content is random (e.g.
+:class:`~pgtm.memories.kanerva.KanervaMemory`) samples it there with ``pyro.sample`` under one
+site name shared by the two hooks, inside the ``"sequences"`` plate, so that the ELBO and the
+importance weights include its :math:`\\log p - \\log q`. The GTM collects the values of the
+sites sampled by the hooks: when the model replays the guide's values (the very tensors), it
+reuses the guide's deterministic path exactly as it does for the latents :math:`z_t`.
 """
 
 from __future__ import annotations
@@ -55,6 +65,26 @@ class Memory(nn.Module):
     def initial_state(self, batch_shape, device=None, dtype=None) -> tuple:
         """The empty memory, with leading shape ``batch_shape``."""
         raise NotImplementedError
+
+    def prior_initial_state(self, batch_shape, device=None, dtype=None) -> tuple:
+        """The initial state of a sequence in the *model* (a Pyro program: a random memory
+        samples its latent site here). Default: :meth:`initial_state`.
+
+        :param batch_shape: leading shape of the state, ``(B, 1)`` in the GTM's model.
+        """
+        return self.initial_state(batch_shape, device=device, dtype=dtype)
+
+    def posterior_initial_state(self, features: torch.Tensor, mask: torch.Tensor | None = None):
+        """The initial state of a sequence in the *guide*, which may condition on the encoder
+        features of the whole sequence (a Pyro program: a random memory samples the same site
+        as in :meth:`prior_initial_state` here). Default: :meth:`initial_state`.
+
+        :param features: ``[*batch, T, feature_size]`` encoder features of the frames.
+        :param mask: ``[*batch, T]`` bool, False for steps past a sequence's end, or ``None``.
+        :returns: a state with leading shape ``batch`` (``features.shape[:-2]``).
+        """
+        batch_shape = features.shape[:-2]
+        return self.initial_state(batch_shape, device=features.device, dtype=features.dtype)
 
     def forward(self, state, controller_output: torch.Tensor, latent: torch.Tensor) -> MemoryOutput:
         """Write ``latent`` (:math:`z_{t-1}`, ``[*batch, latent_size]``) and read with
