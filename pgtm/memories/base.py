@@ -86,6 +86,18 @@ class Memory(nn.Module):
         batch_shape = features.shape[:-2]
         return self.initial_state(batch_shape, device=features.device, dtype=features.dtype)
 
+    def check_step_inputs(self, controller_output: torch.Tensor, latent: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``controller_output`` is ``[*batch, controller_size]`` and
+        ``latent`` is ``[*batch, latent_size]`` (for memories that set both sizes)."""
+        for name, tensor, size in (
+            ("controller_output", controller_output, self.controller_size),
+            ("latent", latent, self.latent_size),
+        ):
+            if tensor.dim() < 1 or tensor.shape[-1] != size:
+                raise ValueError(
+                    f"{name} must have shape [*batch, {size}], got {list(tensor.shape)}"
+                )
+
     def forward(self, state, controller_output: torch.Tensor, latent: torch.Tensor) -> MemoryOutput:
         """Write ``latent`` (:math:`z_{t-1}`, ``[*batch, latent_size]``) and read with
         ``controller_output`` (:math:`h_t`, ``[*batch, controller_size]``)."""

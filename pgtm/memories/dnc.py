@@ -349,15 +349,7 @@ class DNCMemory(SlotMemory):
     def _check(self, state: DNCState, controller_output, latent):
         if not isinstance(state, DNCState):
             raise ValueError(f"state must be a DNCState, got {type(state).__name__}")
-        if controller_output.shape[-1] != self.controller_size:
-            raise ValueError(
-                f"controller_output must have shape [*batch, {self.controller_size}], "
-                f"got {list(controller_output.shape)}"
-            )
-        if latent.shape[-1] != self.latent_size:
-            raise ValueError(
-                f"latent must have shape [*batch, {self.latent_size}], got {list(latent.shape)}"
-            )
+        self.check_step_inputs(controller_output, latent)
         N, W = self.num_slots, self.word_size
         if tuple(state.memory.shape[-2:]) != (N, W):
             raise ValueError(

@@ -217,15 +217,7 @@ class FastWeightsMemory(Memory):
         return FastWeightsAttentionState(torch.zeros(shape, **kwargs))
 
     def _check(self, state, controller_output: torch.Tensor, latent: torch.Tensor) -> None:
-        if controller_output.dim() < 1 or controller_output.shape[-1] != self.controller_size:
-            raise ValueError(
-                f"controller_output must have shape [*batch, {self.controller_size}], "
-                f"got {list(controller_output.shape)}"
-            )
-        if latent.dim() < 1 or latent.shape[-1] != self.latent_size:
-            raise ValueError(
-                f"latent must have shape [*batch, {self.latent_size}], got {list(latent.shape)}"
-            )
+        self.check_step_inputs(controller_output, latent)
         if self.form == "matrix":
             cls, field, event = FastWeightsMatrixState, "fast_weights", (self.size, self.size)
         else:

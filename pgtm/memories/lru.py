@@ -162,24 +162,13 @@ class LRUMemory(SlotMemory):
             torch.zeros(batch_shape + (self.num_slots,), **kwargs),
         )
 
-    def _check(self, controller_output: torch.Tensor, latent: torch.Tensor) -> None:
-        if controller_output.dim() < 1 or controller_output.shape[-1] != self.controller_size:
-            raise ValueError(
-                f"controller_output must have shape [*batch, {self.controller_size}], "
-                f"got {list(controller_output.shape)}"
-            )
-        if latent.dim() < 1 or latent.shape[-1] != self.latent_size:
-            raise ValueError(
-                f"latent must have shape [*batch, {self.latent_size}], got {list(latent.shape)}"
-            )
-
     def forward(self, state: LRUState, controller_output, latent) -> MemoryOutput:
         """Write :math:`z_{t-1}` (``latent``), then read with :math:`h_t` (``controller_output``).
 
         :returns: :class:`MemoryOutput` with ``read [*batch, R * W]``, the new :class:`LRUState`
             and the read weights ``[*batch, R, N]``.
         """
-        self._check(controller_output, latent)
+        self.check_step_inputs(controller_output, latent)
         # 1-3. write z_{t-1} to the least-used slot and/or the slots read last
         raw = self.write_head(cat_features(latent, controller_output))
         words, gate = raw.unflatten(-1, (self.num_heads, -1)).split([self.word_size, 1], dim=-1)
