@@ -8,7 +8,10 @@ This script trains perfect recall (l=10, k=5) with each weighting for several se
 budget and reports, per variant:
 
 * steps to memory use: the first periodic evaluation (32 held-out sequences, one particle) whose
-  recall-phase KL is below ``--threshold`` nats (``None``: not within the budget),
+  recall-phase KL is below ``--threshold`` nats while the pre-recall KL is at least
+  ``--min-prerecall-kl`` (early in training every KL is small because the latents carry nothing
+  yet; with the pre-recall frames encoded, a small recall KL means they are recalled from
+  memory); ``None``: not within the budget,
 * the final recall-phase KL and IWAE bound (``--eval-sequences`` sequences, K particles),
 * the final entropy of the most-used head's read weights and its hit rate (the fraction of
   recall steps where it attends the slot of the recalled latent).
@@ -61,9 +64,12 @@ def read_log(run: Path) -> list[dict]:
             if row.get("recall_kl", "") != ""]
 
 
-def steps_to_memory_use(evaluations: list[dict], threshold: float) -> int | None:
-    """The first evaluated step whose recall-phase KL is below ``threshold``."""
-    return next((int(e["step"]) for e in evaluations if e["recall_kl"] < threshold), None)
+def steps_to_memory_use(evaluations: list[dict], threshold: float,
+                        min_prerecall_kl: float) -> int | None:
+    """The first evaluated step whose recall-phase KL is below ``threshold`` while its
+    pre-recall KL is at least ``min_prerecall_kl``."""
+    return next((int(e["step"]) for e in evaluations
+                 if e["recall_kl"] < threshold and e["prerecall_kl"] >= min_prerecall_kl), None)
 
 
 def most_used_head(record: dict) -> int:
@@ -72,12 +78,12 @@ def most_used_head(record: dict) -> int:
     return gated.index(max(gated))
 
 
-def run_summary(run: Path, threshold: float) -> dict:
+def run_summary(run: Path, threshold: float, min_prerecall_kl: float) -> dict:
     results = json.loads((run / "results.json").read_text())
     heads = ReadHeadLog(run).read()[-1]
     best = most_used_head(heads)
     return {
-        "steps_to_memory_use": steps_to_memory_use(read_log(run), threshold),
+        "steps_to_memory_use": steps_to_memory_use(read_log(run), threshold, min_prerecall_kl),
         "recall_kl": results["recall_kl"],
         "prerecall_kl": results["prerecall_kl"],
         "iwae": results["iwae"],
@@ -97,7 +103,7 @@ def _mean_sd(values: list[float]) -> list[float | None]:
     return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
 
-def summarise(out: Path, threshold: float) -> dict:
+def summarise(out: Path, threshold: float, min_prerecall_kl: float) -> dict:
     """Collect every finished run under ``out`` into ``summary.json``/``summary.md`` and
     draw ``dynamics.png``."""
     table = {}
@@ -105,7 +111,7 @@ def summarise(out: Path, threshold: float) -> dict:
         runs = sorted(p.parent for p in (out / variant).glob("seed*/results.json"))
         if not runs:
             continue
-        per_seed = {run.name: run_summary(run, threshold) for run in runs}
+        per_seed = {run.name: run_summary(run, threshold, min_prerecall_kl) for run in runs}
         reached = [s["steps_to_memory_use"] for s in per_seed.values()]
         table[variant] = {
             "seeds": len(runs),
@@ -117,7 +123,8 @@ def summarise(out: Path, threshold: float) -> dict:
             "per_seed": per_seed,
         }
     (out / "summary.json").write_text(json.dumps(
-        {"threshold_nats": threshold, "variants": table}, indent=1))
+        {"threshold_nats": threshold, "min_prerecall_kl_nats": min_prerecall_kl,
+         "variants": table}, indent=1))
     lines = [
         f"| variant | seeds | reached KL < {threshold:g} | steps to memory use | recall KL "
         "| pre-recall KL | IWAE | best-head entropy | hit rate | open heads |",
@@ -181,6 +188,8 @@ def main(argv=None):
                         help="alpha of the l1/2 penalty of softplus-sparse")
     parser.add_argument("--threshold", type=float, default=3.0,
                         help="recall-phase KL (nats) below which the memory counts as used")
+    parser.add_argument("--min-prerecall-kl", type=float, default=10.0,
+                        help="pre-recall KL (nats) the model must have reached to count")
     parser.add_argument("--network", default="mlp", choices=("conv", "mlp"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
@@ -212,7 +221,7 @@ def main(argv=None):
                 )
                 print(variant, seed, {k: round(result[k], 2) for k in ("recall_kl", "iwae")},
                       flush=True)
-    summarise(out, args.threshold)
+    summarise(out, args.threshold, args.min_prerecall_kl)
     print((out / "summary.md").read_text())
 
 
