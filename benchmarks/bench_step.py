@@ -1075,14 +1075,16 @@ def markdown(res: dict) -> str:
         f"Command: `{res['command']}`  ",
         f"{env['date']}; {env['cpu_model']} ({env['cpu_count']} cores), "
         f"torch {env['torch']} with **{env['torch_num_threads']} thread(s)**, pyro "
-        f"{env['pyro']}, device `{env['device']}`; load average {res['load']['start']:.2f} at "
+        f"{env['pyro']}, device `{env['device']}`, malloc: {env.get('malloc', 'glibc defaults')}; "
+        f"load average {res['load']['start']:.2f} at "
         f"start, {res['load']['end']:.2f} at end (other jobs were running); total "
         f"{res['seconds'] / 60:.1f} min. Code: commit "
         f"`{str(env.get('code', {}).get('git_head'))[:12]}`, `models/gtm.py` sha256 "
         f"`{env.get('code', {}).get('sha256 models/gtm.py')}` (working tree).",
         *[
             f"\nRe-run later into these results: sections {', '.join(r['sections'])} "
-            f"(`{r['command']}`, {r['environment']['date']}, load {r['load']['start']:.2f} → "
+            f"(`{r['command']}`, {r['environment']['date']}, malloc: "
+            f"{r['environment'].get('malloc', 'glibc defaults')}, load {r['load']['start']:.2f} → "
             f"{r['load'].get('end', float('nan')):.2f})."
             for r in res.get("reruns", [])
         ],
@@ -1503,6 +1505,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--malloc-probe", help=argparse.SUPPRESS)
     parser.add_argument("--mallopt", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's default malloc settings (by default the benchmark tunes them as the "
+        "pgtm commands do, pgtm.allocator)",
+    )
+    parser.add_argument(
         "--update",
         action="store_true",
         help="re-run --sections into the existing <out>/benchmark.json (recorded under "
@@ -1527,6 +1535,11 @@ def main(argv=None) -> dict:
             SIZES.update(TINY)
         print(json.dumps(_json_ready(malloc_probe(args.malloc_probe))))
         return {}
+    res_malloc = "glibc defaults"
+    if not args.default_malloc:
+        # as the pgtm commands run (pgtm.allocator); the malloc section compares both
+        res_malloc = "pgtm.allocator.keep_freed_memory()" if keep_freed_memory() else (
+            "glibc defaults (tuning unavailable)")
     GC.install()
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.trace")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -1553,7 +1566,7 @@ def main(argv=None) -> dict:
         "quick": args.quick,
         "smoke": args.smoke,
         "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in SIZES.items()},
-        "environment": environment(device),
+        "environment": {**environment(device), "malloc": res_malloc},
         "load": {"start": os.getloadavg()[0], "start_5min": os.getloadavg()[1]},
         "setting": {**TARGET, "frame_shape": list(frame_shape()), "ratio_target": RATIO_TARGET},
     }
