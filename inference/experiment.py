@@ -194,8 +194,9 @@ def run_experiment(
     recall = final_batch.recall[0]
     title = f"{_name(memory)} on {task.name}"
     write_pictures(gtm, task, final_batch, r, out, device, title=title)
-    if head_log.read():
-        plot_read_head_dynamics(out / "read_heads.png", head_log.read(), title=title)
+    head_records = head_log.read()
+    if head_records:
+        plot_read_head_dynamics(out / "read_heads.png", head_records, title=title)
     summary = {
         "model": _name(memory),
         "task": task.name,
