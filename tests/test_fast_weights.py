@@ -9,6 +9,7 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
+from test_memory_interface import run  # tests/ is on sys.path under pytest
 from torch import nn
 from torch.func import functional_call
 
@@ -47,14 +48,6 @@ def inputs(steps, batch_shape, seed=0, dtype=F64):
     hs = 2 * torch.randn(steps, *batch_shape, C, generator=generator, dtype=dtype)
     zs = torch.randn(steps, *batch_shape, Z, generator=generator, dtype=dtype)
     return hs, zs
-
-
-def run(memory, state, hs, zs):
-    outputs = []
-    for h, z in zip(hs, zs, strict=True):
-        outputs.append(memory(state, h, z))
-        state = outputs[-1].state
-    return outputs
 
 
 def matrix_from_history(memory, history):
