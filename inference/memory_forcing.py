@@ -179,16 +179,22 @@ def gram_spectrum(memory: torch.Tensor) -> torch.Tensor:
     unchanged: the spectrum does not depend on slot order. Eigenvalue gradients
     (:math:`v_i v_i^\top`) stay finite even for repeated eigenvalues.
 
+    The decomposition runs in float64: the float32 LAPACK eigensolver returned NaN for the
+    nearly rank-one memories a DNC writes in its first steps (one slot, the other rows equal),
+    which stopped a training run; the Gram matrix of any float32 memory is well inside float64's
+    normal range.
+
     :param memory: ``[*batch, N, W]``.
-    :returns: ``[*batch, min(N, W)]``, ``log1p`` of the eigenvalues (clamped at 0 against
-        round-off).
+    :returns: ``[*batch, min(N, W)]`` in ``memory``'s dtype, ``log1p`` of the eigenvalues
+        (clamped at 0 against round-off).
     """
     if memory.dim() < 2:
         raise ValueError(f"memory must have shape [*batch, N, W], got {list(memory.shape)}")
     n, w = memory.shape[-2:]
-    transposed = memory.transpose(-1, -2)
-    gram = memory @ transposed if n <= w else transposed @ memory
-    return torch.log1p(torch.linalg.eigvalsh(gram).clamp_min(0.0))
+    wide = memory.double()
+    transposed = wide.transpose(-1, -2)
+    gram = wide @ transposed if n <= w else transposed @ wide
+    return torch.log1p(torch.linalg.eigvalsh(gram).clamp_min(0.0)).to(memory.dtype)
 
 
 class DeepSets(nn.Module):

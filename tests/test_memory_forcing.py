@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pyro
 import pytest
@@ -30,6 +31,8 @@ from pgtm.inference.train import RegulariserLoss, TrainConfig, TrainingDiverged,
 from pgtm.models import build_gtm
 from pgtm.models.gtm import Generated
 from pgtm.tasks import CopyTask, make_task
+
+DATA = Path(__file__).parent / "data"
 
 TINY = dict(latent_size=3, controller_size=8, feature_size=8, network="mlp")
 
@@ -140,6 +143,18 @@ def test_spectrum_is_the_squared_singular_values_and_has_finite_gradients():
     empty = torch.zeros(2, 5, 4, requires_grad=True)  # the memory at t = 0: all eigenvalues 0
     gram_spectrum(empty).sum().backward()
     assert torch.isfinite(empty.grad).all()
+
+
+def test_spectrum_is_finite_where_the_float32_eigensolver_returns_nan():
+    # a DNC memory after its first write, from a Memory Forcing run that stopped on a NaN
+    memory = torch.load(DATA / "dnc_memory_float32_eigvalsh_nan.pt", weights_only=True)
+    memory.requires_grad_(True)
+    spectrum = gram_spectrum(memory)
+    assert spectrum.dtype == torch.float32 and torch.isfinite(spectrum).all()
+    expected = torch.linalg.svdvals(memory.detach().double()).pow(2).flip(-1)
+    assert torch.allclose(spectrum.double(), torch.log1p(expected), atol=1e-6)
+    spectrum.sum().backward()
+    assert torch.isfinite(memory.grad).all()
 
 
 def test_deepsets_and_summary_options():
