@@ -19,7 +19,7 @@ checkpoints (``--steps`` is the total), finished runs are skipped, and separate 
 share ``--out`` (split the work with ``--tasks``/``--modes``/``--seeds``, e.g. one per core);
 each process rewrites the summary from every run finished so far::
 
-    python examples/memory_forcing_study.py --tasks copy --seeds 0 1 2 --steps 3000 \\
+    python examples/memory_forcing_study.py --tasks copy --seeds 0 1 2 --steps 1500 \\
         --threads 1 --data-dir ../shared/data --out results/memory_forcing
 """
 
@@ -195,7 +195,8 @@ def main(argv=None):
     parser.add_argument("--out", default="results/memory_forcing")
     parser.add_argument("--model", default="dnc", choices=sorted(MEMORIES),
                         help="memory of the GTM (default dnc, the DNC-GTMM)")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1500,
+                        help="SVI steps per run (the README's study: 1500)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--eval-every", type=int, default=250)
