@@ -179,9 +179,9 @@ def gram_spectrum(memory: torch.Tensor) -> torch.Tensor:
     unchanged: the spectrum does not depend on slot order. Eigenvalue gradients
     (:math:`v_i v_i^\top`) stay finite even for repeated eigenvalues.
 
-    The decomposition runs in float64: the float32 LAPACK eigensolver returned NaN for the
-    nearly rank-one memories a DNC writes in its first steps (one slot, the other rows equal),
-    which stopped a training run; the Gram matrix of any float32 memory is well inside float64's
+    The decomposition runs in float64: the float32 LAPACK eigensolver returned NaN for a
+    rank-one memory a DNC wrote in its first step (every row a multiple of the same word), which
+    stopped a training run; the Gram matrix of any float32 memory is well inside float64's
     normal range.
 
     :param memory: ``[*batch, N, W]``.
