@@ -38,6 +38,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--kl-anneal-steps", type=int, default=0,
+                        help="length of the linear KL warm-up in steps (0: none)")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-sequences", type=int, default=128)
     parser.add_argument("--iwae-particles", type=int, default=100)
@@ -58,7 +60,8 @@ def main(argv=None):
     for memory in args.models:
         config = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-            eval_every=args.eval_every, checkpoint_every=args.eval_every, log_every=50,
+            kl_anneal_steps=args.kl_anneal_steps, eval_every=args.eval_every,
+            checkpoint_every=args.eval_every, log_every=50,
             seed=args.seed, device=args.device, out_dir=f"{args.out}/{memory}",
         )
         summary = run_experiment(

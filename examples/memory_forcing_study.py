@@ -199,6 +199,8 @@ def main(argv=None):
                         help="SVI steps per run (the README's study: 1500)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--kl-anneal-steps", type=int, default=0,
+                        help="length of the linear KL warm-up in steps (0: none)")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-sequences", type=int, default=64)
     parser.add_argument("--iwae-particles", type=int, default=100)
@@ -240,6 +242,7 @@ def main(argv=None):
                     config = TrainConfig(
                         steps=args.steps, batch_size=args.batch_size,
                         learning_rate=args.learning_rate, seed=seed,
+                        kl_anneal_steps=args.kl_anneal_steps,
                         eval_every=args.eval_every, checkpoint_every=args.eval_every,
                         log_every=50, device=args.device, out_dir=str(run), progress=False,
                     )

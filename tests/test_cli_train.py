@@ -1,6 +1,7 @@
 """End to end through the command line: train -> evaluate -> sample, exact resume after a
 SIGKILL, and the examples, all on the bundled MNIST subset with tiny models."""
 
+import csv
 import json
 import os
 import signal
@@ -115,13 +116,20 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == target  # no duplicate rows
 
 
+def annealing_betas(run):
+    """The KL weights ``log.csv`` recorded for a run."""
+    with open(run / "log.csv") as log:
+        return [float(row["beta"]) for row in csv.DictReader(log)]
+
+
 @pytest.mark.parametrize(
     "script,args",
     [
         ("custom_prior.py", ["--steps", "3"]),
         ("compare_models.py", ["perfect-recall", "--models", "vrnn", "introspective", "--steps",
                                "2", "--batch-size", "2", "--eval-every", "2", "--eval-sequences",
-                               "3", "--iwae-particles", "3", "-l", "3", "-k", "2"]),
+                               "3", "--iwae-particles", "3", "-l", "3", "-k", "2",
+                               "--kl-anneal-steps", "4"]),
         ("sparsity_study.py", ["--variants", "softplus", "softplus-sparse", "--seeds", "0", "1",
                                "--steps", "4", "--eval-every", "2", "--eval-sequences", "3",
                                "--iwae-particles", "3"]),
@@ -129,7 +137,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
                                      "--eval-sequences", "3", "--iwae-particles", "3",
                                      "--batch-size", "2", "--latent-size", "4",
                                      "--controller-size", "16", "--num-heads", "1",
-                                     "--copy-length", "3", "-l", "3", "-k", "2"]),
+                                     "--copy-length", "3", "-l", "3", "-k", "2",
+                                     "--kl-anneal-steps", "4"]),
     ],
 )
 def test_examples_run_end_to_end(script, args, tmp_path):
@@ -144,6 +153,7 @@ def test_examples_run_end_to_end(script, args, tmp_path):
     if script == "compare_models.py":
         summary = json.loads((out / "summary.json").read_text())
         assert set(summary) == {"vrnn", "introspective"}
+        assert annealing_betas(out / "vrnn") == [0.25]
     if script == "sparsity_study.py":
         summary = json.loads((out / "summary.json").read_text())["variants"]
         assert set(summary) == {"softplus", "softplus-sparse"}
@@ -159,6 +169,7 @@ def test_examples_run_end_to_end(script, args, tmp_path):
         assert {"summary.md", "summary.png"} <= produced
         header = (out / "copy" / "memory-forcing" / "seed0" / "log.csv").read_text()
         assert "mf_hidden_accuracy" in header and "mf_memory_accuracy" in header
+        assert annealing_betas(out / "copy" / "plain" / "seed0") == [0.25]
 
 
 @pytest.mark.parametrize("model", ["introspective", "ntm", "lru", "dnc"])
