@@ -235,7 +235,8 @@ def run_experiment(
 def read_heads_on(gtm, batch) -> dict | None:
     """:func:`~pgtm.inference.read_heads.read_head_statistics` of ``gtm``'s read heads on
     ``batch`` (latents from the posterior), or ``None`` for a memory without read weights.
-    Hit rates are reported for the Introspective memory, whose slots are past steps."""
+    Hit rates are reported where the slot of each latent is known: for the Introspective
+    memory, whose slots are past steps, and for memories that record their write weights."""
     device = next(gtm.parameters()).device
     was_training = gtm.training
     gtm.eval()
@@ -245,9 +246,9 @@ def read_heads_on(gtm, batch) -> dict | None:
     gtm.train(was_training)
     if path.weights is None:
         return None
-    fifo = isinstance(gtm.memory, IntrospectiveMemory)
+    known_slots = isinstance(gtm.memory, IntrospectiveMemory) or path.write_weights is not None
     return read_head_statistics(path.weights, path.gates, batch.recall[0],
-                                batch.addresses if fifo else None)
+                                batch.addresses if known_slots else None, path.write_weights)
 
 
 def _plain(value) -> bool:

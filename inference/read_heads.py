@@ -12,11 +12,16 @@ recall phase):
 * ``gate`` :math:`g`, and ``slot_profile`` the mean weight on each slot (the heat maps),
 * ``attended_slot``: :math:`\arg\max_i w_i` at each recall step of the first sequence.
 
-For a FIFO memory of latents (the Introspective one, where at step :math:`t` slot :math:`i` of
-:math:`N` holds :math:`z_{t-N+i}`) the statistics also say whether a head reads the latent of
-the step a recall frame repeats: ``hit_rate`` per head, and ``best_hit_rate`` for the head with
-the largest gated weight at each step. :class:`ReadHeadLog` appends one record per evaluation
-to ``read_heads.jsonl`` (resume-safe) and :func:`plot_read_head_dynamics` draws them.
+When the task says which earlier step each recall frame repeats, the statistics also say
+whether a head reads the slot holding that step's latent: ``hit_rate`` per head, and
+``best_hit_rate`` for the head with the largest gated weight at each step. The slot is known
+for a FIFO memory of latents (the Introspective one, where at step :math:`t` slot :math:`i` of
+:math:`N` holds :math:`z_{t-N+i}`) and for a memory that records its write weights (NTM, DNC:
+step :math:`p+1` writes :math:`z_p`, to the slot of its largest write weight; a slot written
+again before the recall step is still counted as that latent's).
+
+:class:`ReadHeadLog` appends one record per evaluation to ``read_heads.jsonl`` (resume-safe) and
+:func:`plot_read_head_dynamics` draws them.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ def read_head_statistics(
     gates: torch.Tensor | None,
     recall: torch.Tensor,
     addresses: torch.Tensor | None = None,
+    write_weights: torch.Tensor | None = None,
 ) -> dict:
     """Per-head summaries of read weights over the recall steps.
 
@@ -53,11 +59,13 @@ def read_head_statistics(
     :param gates: ``[B, T, R]`` read gates, or ``None`` (treated as 1).
     :param recall: ``[T]`` bool, the steps to summarise (all steps when none is True).
     :param addresses: ``[B, T]`` long, the step each recall frame repeats (-1 elsewhere); when
-        given, the weights are those of a FIFO of latents and ``hit_rate`` is reported.
+        given, ``hit_rate`` is reported over the summarised steps that repeat one.
+    :param write_weights: ``[B, T, H, N]`` write weights of a slot memory, step ``t`` writing
+        :math:`z_{t-1}`; without them the weights are taken to be those of a FIFO of latents.
     :returns: dict of per-head lists (length ``R``): ``entropy``, ``max_weight``, ``mass``,
         ``gate``, ``slot_profile`` (``R`` lists of ``N``), ``attended_slot`` (``R`` lists of
-        the recall steps' argmax slots, first sequence) and, with ``addresses``, ``hit_rate``
-        and the scalar ``best_hit_rate``.
+        the recall steps' argmax slots, first sequence) and, with ``addresses`` of at least
+        one summarised step, ``hit_rate`` and the scalar ``best_hit_rate``.
     """
     if weights.dim() != 4:
         raise ValueError(f"weights must have shape [B, T, R, N], got {tuple(weights.shape)}")
@@ -82,12 +90,21 @@ def read_head_statistics(
         "attended_slot": w[0].argmax(-1).T.tolist(),
     }
     if addresses is not None:
-        target = fifo_slot_of_step(addresses[:, steps].to(weights.device), steps, n)  # [B, S]
-        attended = w.argmax(-1)  # [B, S, R]
-        hits = attended == target.unsqueeze(-1)
-        stats["hit_rate"] = hits.double().mean((0, 1)).tolist()
-        best_head = (w.amax(-1) * g).argmax(-1, keepdim=True)  # [B, S, 1]
-        stats["best_hit_rate"] = float(hits.gather(-1, best_head).double().mean())
+        repeated = addresses[:, steps].to(weights.device)  # [B, S]
+        if write_weights is None:
+            target = fifo_slot_of_step(repeated, steps, n)
+        else:
+            if write_weights.shape[:2] != (b, t) or write_weights.shape[-1] != n:
+                raise ValueError(f"write_weights must have shape [{b}, {t}, H, {n}], got "
+                                 f"{tuple(write_weights.shape)}")
+            written = write_weights.sum(-2).argmax(-1)  # [B, T]: slot written at each step
+            target = written.gather(1, (repeated + 1).clamp(0, t - 1))
+        counted = repeated >= 0
+        if bool(counted.any()):
+            hits = (w.argmax(-1) == target.unsqueeze(-1))[counted]  # [M, R]
+            stats["hit_rate"] = hits.double().mean(0).tolist()
+            best_head = (w.amax(-1) * g).argmax(-1, keepdim=True)[counted]  # [M, 1]
+            stats["best_hit_rate"] = float(hits.gather(-1, best_head).double().mean())
     return stats
 
 

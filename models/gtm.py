@@ -95,12 +95,19 @@ class _GuidePath:
 
 
 class Generated(NamedTuple):
-    """Output of :meth:`GTM.generate` (all ``[B, T, ...]``)."""
+    """Output of :meth:`GTM.generate` (all ``[B, T, ...]``).
+
+    :ivar weights: read weights ``[B, T, R, N]`` (``None`` for a memory without them).
+    :ivar gates: read gates ``[B, T, R]`` (``None`` for a memory without them).
+    :ivar write_weights: ``[B, T, H, N]``, the weights with which step ``t`` wrote
+        :math:`z_{t-1}`, for a memory whose state records them (NTM, DNC); else ``None``.
+    """
 
     frames: torch.Tensor
     latents: torch.Tensor
     weights: torch.Tensor | None
     gates: torch.Tensor | None
+    write_weights: torch.Tensor | None = None
 
 
 class GTM(nn.Module):
@@ -334,7 +341,7 @@ class GTM(nn.Module):
         else:
             memory_state = self.memory.prior_initial_state((num_sequences,), device, dtype)
         state = self.initial_state((num_sequences,), device, dtype, memory_state)
-        latents, contexts, weights, gates = [], [], [], []
+        latents, contexts, weights, gates, writes = [], [], [], [], []
         for t in range(length):
             action = None if c is None else c[:, t].to(device, dtype)
             step = self.path_step(state, action)
@@ -347,13 +354,14 @@ class GTM(nn.Module):
             contexts.append(step.context)
             weights.append(step.weights)
             gates.append(step.gates)
+            writes.append(getattr(step.state.memory, "write_weights", None))
         z_seq, ctx_seq = torch.stack(latents, 1), torch.stack(contexts, 1)
         frames = self.likelihood.mean(self.decoder(torch.cat([z_seq, ctx_seq], -1)))
         return Generated(
             frames,
             z_seq,
-            None if weights[0] is None else torch.stack(weights, 1),
-            None if gates[0] is None else torch.stack(gates, 1),
+            *(None if per_step[0] is None else torch.stack(per_step, 1)
+              for per_step in (weights, gates, writes)),
         )
 
 

@@ -16,7 +16,9 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
+from pgtm.inference.experiment import read_heads_on
 from pgtm.models import MEMORIES, build_gtm, count_parameters
+from pgtm.tasks import SequenceBatch
 
 Z, C, N, W, R, H = 3, 5, 4, 3, 2, 2  # latent, controller, slots, word, read heads, write heads
 D = 6  # size of the fast-weights memory (its other form is tested in test_fast_weights.py)
@@ -331,3 +333,22 @@ def test_default_gtm_keeps_the_parameter_count_of_the_introspective_one(name):
     assert introspective == DEFAULT_PARAMETERS["introspective"]
     assert counts == DEFAULT_PARAMETERS[name]
     assert abs(counts[1] - introspective[1]) < 0.05 * introspective[1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generate_returns_the_write_weights_a_memory_records(name):
+    gtm = small_gtm(name).eval()
+    x = frames()
+    path = gtm.generate(5, x=x, observed_steps=5)
+    state = gtm.memory.initial_state((3,))
+    if not hasattr(state, "write_weights"):
+        assert path.write_weights is None
+        return
+    heads, slots = state.write_weights.shape[-2:]
+    assert path.write_weights.shape == (3, 5, heads, slots)
+    assert torch.all(path.write_weights >= 0) and torch.all(path.write_weights.sum(-1) <= 1 + 1e-6)
+    stats = read_heads_on(gtm, SequenceBatch(
+        x, None, torch.ones(3, 5, dtype=torch.bool), torch.arange(5).expand(3, 5) >= 3,
+        torch.full((3, 5), -1), torch.tensor([-1, -1, -1, 0, 1]).expand(3, 5),
+    ))
+    assert 0 <= stats["best_hit_rate"] <= 1 and len(stats["hit_rate"]) == path.weights.shape[2]

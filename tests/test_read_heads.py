@@ -65,6 +65,49 @@ def test_misplaced_reads_are_misses():
     assert stats["hit_rate"][0] == 0.0 and stats["best_hit_rate"] == 0.0
 
 
+def slot_memory_reads(addresses, num_slots, hit=True):
+    """``(read weights [B, T, 1, N], write weights [B, T, 1, N])`` of a slot memory that writes
+    step ``t`` (holding :math:`z_{t-1}`) to slot ``(3 t) mod N``; a recall step reads the slot
+    of the latent it repeats (``hit``) or the next one."""
+    b, t = addresses.shape
+    written = (3 * torch.arange(t)) % num_slots
+    writes = torch.nn.functional.one_hot(written, num_slots).float().expand(b, t, num_slots)
+    reads = torch.full((b, t, num_slots), 1.0 / num_slots)
+    for i in range(b):
+        for s in range(t):
+            if addresses[i, s] >= 0:
+                slot = int(written[addresses[i, s] + 1]) + (0 if hit else 1)
+                reads[i, s] = torch.nn.functional.one_hot(torch.tensor(slot % num_slots),
+                                                          num_slots)
+    return reads.unsqueeze(2), writes.unsqueeze(2)
+
+
+@pytest.mark.parametrize("hit", [True, False])
+def test_reads_of_the_slot_a_slot_memory_wrote_are_hits(hit):
+    addresses = torch.tensor([[-1, -1, -1, -1, 2, 0], [-1, -1, -1, -1, 1, 3]])
+    reads, writes = slot_memory_reads(addresses, num_slots=7, hit=hit)
+    stats = read_head_statistics(reads, None, addresses[0] >= 0, addresses, writes)
+    assert stats["hit_rate"] == [float(hit)] and stats["best_hit_rate"] == float(hit)
+    # the FIFO reading of the same weights is wrong for a slot memory
+    assert read_head_statistics(reads, None, addresses[0] >= 0, addresses)["hit_rate"] != [1.0]
+
+
+def test_recall_steps_that_repeat_no_step_are_not_counted():
+    addresses = torch.tensor([[-1, -1, 0, -1]])  # the last recall step repeats nothing
+    weights = one_hot_reads(addresses, num_slots=4)
+    recall = torch.tensor([False, False, True, True])
+    assert read_head_statistics(weights, None, recall, addresses)["hit_rate"][0] == 1.0
+    none = torch.full_like(addresses, -1)
+    assert "hit_rate" not in read_head_statistics(weights, None, recall, none)
+
+
+def test_write_weights_of_the_wrong_shape_raise():
+    addresses = torch.tensor([[-1, 0]])
+    with pytest.raises(ValueError, match=r"write_weights must have shape \[1, 2, H, 4\]"):
+        read_head_statistics(torch.ones(1, 2, 1, 4), None, addresses[0] >= 0, addresses,
+                             torch.ones(1, 2, 1, 5))
+
+
 def test_unnormalised_weights_report_their_mass():
     weights = torch.full((1, 2, 1, 4), 0.5)
     stats = read_head_statistics(weights, None, torch.tensor([False, False]))
