@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The content-addressed-memory comparison of the README: models on dynamic dependency and
 # similarity-cued recall at the same budget, one training process per core.
-#   [MODELS="vrnn dnc"] [JOBS=2] [DEVICE=cpu] bash examples/memory_comparison.sh [DATA_DIR] [STEPS] [TASK ...]
+#   [MODELS="vrnn dnc"] [JOBS=2] [DEVICE=cpu] \
+#     bash examples/memory_comparison.sh [DATA_DIR] [STEPS] [TASK ...]
 # MODELS: the models to train (default all five); JOBS: training processes at a time (default 2,
 # one per core); DEVICE: cpu or cuda. Writes results/<task>/ at the default 2,000 steps and
 # results/<task>_<STEPS>/ at any other budget; re-running continues each model from its
