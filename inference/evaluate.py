@@ -51,6 +51,8 @@ __all__ = [
     "KHAT_OK",
     "time_index",
     "log_weights",
+    "importance_traces",
+    "log_weights_of_traces",
     "evaluate",
     "pareto_khat",
     "khat_reading",
@@ -222,15 +224,41 @@ def log_weights(
     """
     K = _check_positive_int(num_particles, "num_particles")
     B, T = _check_inputs(x, c, mask)
+    guide_trace, model_trace = importance_traces(model, guide, x, c, mask, K)
+    return log_weights_of_traces(guide_trace, model_trace, K, B, T)
 
+
+def importance_traces(
+    model: Callable,
+    guide: Callable,
+    x: Tensor,
+    c: Tensor | None = None,
+    mask: Tensor | None = None,
+    num_particles: int = 1,
+) -> tuple[poutine.Trace, poutine.Trace]:
+    """The pass behind :func:`log_weights`: the guide's trace under
+    ``pyro.plate("particles", K, dim=-3)`` and the model's trace replayed on it, both with their
+    log probabilities computed. Arguments as for :func:`log_weights`."""
+    K = _check_positive_int(num_particles, "num_particles")
+    _check_inputs(x, c, mask)
     guide_trace = poutine.trace(_vectorise(guide, K)).get_trace(x, c=c, mask=mask)
     model_trace = poutine.trace(
         poutine.replay(_vectorise(model, K), trace=guide_trace)
     ).get_trace(x, c=c, mask=mask)
     guide_trace.compute_log_prob()
     model_trace.compute_log_prob()
+    return guide_trace, model_trace
 
-    zeros_kbt = x.new_zeros((K, B, T), dtype=torch.get_default_dtype())
+
+def log_weights_of_traces(
+    guide_trace: poutine.Trace, model_trace: poutine.Trace, K: int, B: int, T: int
+) -> LogWeights:
+    """:class:`LogWeights` of a pair from :func:`importance_traces` (``K`` particles, ``B``
+    sequences, ``T`` steps)."""
+    if _OBS_SITE not in model_trace.nodes:
+        raise ValueError(f"model has no observation site {_OBS_SITE!r} (see CONVENTIONS.md)")
+    observed = model_trace.nodes[_OBS_SITE]["log_prob"]
+    zeros_kbt = observed.new_zeros((K, B, T), dtype=torch.get_default_dtype())
     log_p_x = None
     log_p_z = zeros_kbt.clone()
     log_q_z = zeros_kbt.clone()
@@ -286,9 +314,6 @@ def log_weights(
                 log_extra = log_extra + extra
                 kl_global = kl_global - extra
         # else: a model latent the guide does not sample: proposal == prior, cancels.
-
-    if log_p_x is None:
-        raise ValueError(f"model has no observation site {_OBS_SITE!r} (see CONVENTIONS.md)")
 
     log_w = (log_p_x + log_p_z - log_q_z).sum(-1) + log_extra
     return LogWeights(

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from pgtm.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pgtm.inference.copy_metrics import COPY_TASKS, exact_match
 from pgtm.inference.evaluate import evaluate, save_json
 from pgtm.inference.memory_forcing import MemoryForcing
+from pgtm.inference.outliers import elbo_outliers
 from pgtm.inference.read_heads import ReadHeadLog, plot_read_head_dynamics, read_head_statistics
 from pgtm.inference.train import TrainConfig, train
 from pgtm.memories.introspective import IntrospectiveMemory
@@ -109,20 +111,40 @@ def _to(batch, device):
     return batch._replace(**moved)
 
 
-def evaluate_gtm(gtm, batch, num_particles: int, chunk_size: int = 50, seed: int = 0) -> dict:
-    """:func:`~pgtm.inference.evaluate.evaluate` on a :class:`~pgtm.tasks.SequenceBatch`."""
+@contextmanager
+def _seeded_evaluation(gtm, seed: int):
+    """``gtm`` in eval mode with Pyro seeded by ``seed``, the global RNG state restored after."""
     device = next(gtm.parameters()).device
-    batch = _to(batch, device)
     was_training = gtm.training
     gtm.eval()
-    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-        pyro.set_rng_seed(seed)
-        results = evaluate(
+    try:
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            pyro.set_rng_seed(seed)
+            yield device
+    finally:
+        gtm.train(was_training)
+
+
+def evaluate_gtm(gtm, batch, num_particles: int, chunk_size: int = 50, seed: int = 0) -> dict:
+    """:func:`~pgtm.inference.evaluate.evaluate` on a :class:`~pgtm.tasks.SequenceBatch`."""
+    with _seeded_evaluation(gtm, seed) as device:
+        batch = _to(batch, device)
+        return evaluate(
             gtm.model, gtm.guide, batch.x, batch.c, batch.mask, batch.recall,
             num_particles=num_particles, chunk_size=min(chunk_size, num_particles),
         )
-    gtm.train(was_training)
-    return results
+
+
+def elbo_outliers_of_gtm(gtm, batch, num_particles: int, chunk_size: int = 50, seed: int = 0,
+                         **options) -> list[dict]:
+    """:func:`~pgtm.inference.outliers.elbo_outliers` of the samples that :func:`evaluate_gtm`
+    with the same arguments averages; ``options``: ``num_sequences``, ``num_steps``."""
+    with _seeded_evaluation(gtm, seed) as device:
+        batch = _to(batch, device)
+        return elbo_outliers(
+            gtm.model, gtm.guide, batch.x, batch.c, batch.mask, num_particles=num_particles,
+            chunk_size=min(chunk_size, num_particles), **options,
+        )
 
 
 def run_experiment(

@@ -217,20 +217,44 @@ def _register_train(subparsers) -> None:
 
 def _cmd_evaluate(args) -> int:
     from pgtm.inference.evaluate import save_json
-    from pgtm.inference.experiment import evaluate_gtm, load_run, test_batch
+    from pgtm.inference.experiment import (
+        elbo_outliers_of_gtm,
+        evaluate_gtm,
+        load_run,
+        test_batch,
+    )
 
     gtm, task = load_run(args.run, device=args.device, data_dir=args.data_dir)
     if args.particles < 1:
         raise ValueError(f"--particles must be >= 1, got {args.particles}")
-    results = evaluate_gtm(gtm, test_batch(task, args.sequences), args.particles,
-                           chunk_size=args.chunk_size, seed=args.seed)
+    if args.outliers < 0:
+        raise ValueError(f"--outliers must be >= 0, got {args.outliers}")
+    batch = test_batch(task, args.sequences)
+    results = evaluate_gtm(gtm, batch, args.particles, chunk_size=args.chunk_size, seed=args.seed)
     out = args.out or f"{args.run}/evaluation_k{args.particles}.json"
     save_json(results, out)
     keys = ("elbo_mean", "iwae_mean", "recall_kl", "prerecall_kl", "kl_mean", "nll_mean",
             "penalty", "khat_max", "khat_reading")
     print(json.dumps({k: results.get(k) for k in keys}, indent=1))
     print(f"per-sequence and per-step results in {out}")
+    if args.outliers:
+        outliers = elbo_outliers_of_gtm(gtm, batch, args.particles, chunk_size=args.chunk_size,
+                                        seed=args.seed, num_sequences=args.outliers)
+        _print_outliers(outliers)
     return 0
+
+
+def _print_outliers(outliers: list[dict]) -> None:
+    print("lowest-ELBO sequences: their lowest-weight sample and its steps of largest KL")
+    for o in outliers:
+        print(f"sequence {o['sequence']}: ELBO {o['elbo']:.6g}, sample {o['particle']} "
+              f"log w {o['log_w']:.6g}")
+        for s in o["steps"]:
+            where = "" if s["dimension"] is None else (
+                f"; dim {s['dimension']}: z {s['z']:.3g}, posterior {s['posterior_loc']:.3g} "
+                f"± {s['posterior_scale']:.3g}, prior {s['prior_loc']:.3g} "
+                f"± {s['prior_scale']:.3g} ({s['prior_z_score']:.3g} prior sd away)")
+            print(f"  step {s['step']}: log q - log p {s['kl']:.4g}{where}")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -249,6 +273,8 @@ def _register_evaluate(subparsers) -> None:
     parser.add_argument("--chunk-size", type=int, default=100)
     parser.add_argument("--sequences", type=int, default=64, help="held-out sequences")
     parser.add_argument("--out", default=None, metavar="FILE.json")
+    parser.add_argument("--outliers", type=int, default=0, metavar="N",
+                        help="also show the samples behind the N lowest per-sequence ELBOs")
     parser.set_defaults(func=_cmd_evaluate)
 
 

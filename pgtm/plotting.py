@@ -3,6 +3,7 @@ read-weight heat maps. Matplotlib runs headless (Agg)."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import matplotlib
@@ -50,18 +51,52 @@ def save_sequences(path, rows: list[torch.Tensor], highlight: torch.Tensor | Non
             red[mark] = red[mark].clamp(min=0.45)  # dark-red background, strokes stay white
         blocks.append(images)
     grid = torch.cat(blocks, 0)
-    save_image(grid.flatten(0, 1), _prepare(path), nrow=grid.shape[1], padding=2, pad_value=0.5)
+    path = _prepare(path)
+    save_image(grid.flatten(0, 1), path, nrow=grid.shape[1], padding=2, pad_value=0.5)
     return path
+
+
+# A point is drawn off-scale when it exceeds this multiple of the upper quartile of all points:
+# one sample of one sequence can put a step's mean KL at 1e5 nats and flatten every curve.
+OFF_SCALE_FACTOR = 10.0
+
+
+def off_scale_limit(values) -> float | None:
+    """The upper y-limit that keeps the bulk of ``values`` readable, or ``None`` (autoscale) when
+    no finite value exceeds ``OFF_SCALE_FACTOR`` times their upper quartile."""
+    finite = torch.tensor(
+        [float(v) for v in values if v is not None and math.isfinite(v)], dtype=torch.float64
+    )
+    if finite.numel() == 0:
+        return None
+    limit = OFF_SCALE_FACTOR * float(finite.quantile(0.75))
+    return limit if limit > 0 and float(finite.max()) > limit else None
 
 
 def plot_step_curves(path, curves: dict[str, list[float]], recall=None, ylabel="KL (nats)",
                      title=None) -> str:
-    """Line plot of per-step quantities (e.g. KL per model), recall phase shaded."""
+    """Line plot of per-step quantities (e.g. KL per model), recall phase shaded.
+
+    Values far above the rest (see :func:`off_scale_limit`) are cut at the top of the axis and
+    marked there with their value, so the other steps and models stay readable."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    length = 0
+    finite = [v for values in curves.values() for v in values if v is not None and math.isfinite(v)]
+    top = off_scale_limit(finite)
+    marked = 0
     for name, values in curves.items():
-        ax.plot(range(len(values)), values, marker="o", label=name)
-        length = max(length, len(values))
+        (line,) = ax.plot(range(len(values)), values, marker="o", label=name)
+        for t, value in enumerate(values):
+            if top is not None and value is not None and math.isfinite(value) and value > top:
+                ax.plot(t, top, marker="^", color=line.get_color(), ms=9, clip_on=False)
+                ax.annotate(f"{value:.1e}", (t, top), textcoords="offset points",
+                            xytext=(0, 7 + 8 * (marked % 2)), ha="center", fontsize=7,
+                            color=line.get_color())
+                marked += 1
+    if top is not None:
+        bottom = min(finite)
+        ax.set_ylim(bottom - 0.05 * (top - bottom), top)
+        ax.text(0.995, 0.02, "▲ off-scale: value above it", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7)
     if recall is not None:
         for t, is_recall in enumerate(recall):
             if is_recall:
@@ -69,11 +104,12 @@ def plot_step_curves(path, curves: dict[str, list[float]], recall=None, ylabel="
     ax.set_xlabel("time step")
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, pad=22 if top is not None else None)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(_prepare(path), dpi=120)
+    path = _prepare(path)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
@@ -102,6 +138,7 @@ def plot_read_weights(path, weights: torch.Tensor, gates: torch.Tensor | None = 
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9, label="weight")
     if title:
         fig.suptitle(title)
-    fig.savefig(_prepare(path), dpi=110)
+    path = _prepare(path)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

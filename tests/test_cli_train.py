@@ -50,9 +50,15 @@ def test_train_evaluate_sample(tmp_path, capsys):
     losses = [float(row.split(",")[1]) for row in log[1:]]
     assert losses[-1] < losses[0]  # short training lowers the loss
 
-    assert main(["evaluate", str(run), "--particles", "20", "--sequences", "3"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--particles", "20", "--sequences", "3", "--chunk-size",
+                 "8", "--outliers", "1"]) == 0
     evaluation = json.loads((run / "evaluation_k20.json").read_text())
     assert len(evaluation["kl"]) == 6 and len(evaluation["iwae"]) == 3
+    worst = min(range(3), key=lambda b: evaluation["elbo"][b])
+    shown = capsys.readouterr().out
+    assert f"sequence {worst}: ELBO {evaluation['elbo'][worst]:.6g}" in shown
+    assert shown.count("  step ") == 3 and "prior sd away" in shown
     assert main(["sample", str(run), "--out", str(tmp_path / "s.png"), "--observe", "4"]) == 0
     assert (tmp_path / "s.png").stat().st_size > 500
     assert (tmp_path / "s_read_weights.png").exists()
