@@ -222,10 +222,9 @@ def log_weights(
     :raises ValueError: on ``num_particles < 1``, a badly shaped ``x``/``c``/``mask``, or a model
         without an ``"x"`` site or with sites whose shapes break the conventions.
     """
-    K = _check_positive_int(num_particles, "num_particles")
-    B, T = _check_inputs(x, c, mask)
-    guide_trace, model_trace = importance_traces(model, guide, x, c, mask, K)
-    return log_weights_of_traces(guide_trace, model_trace, K, B, T)
+    guide_trace, model_trace = importance_traces(model, guide, x, c, mask, num_particles)
+    B, T = x.shape[:2]  # checked by importance_traces
+    return log_weights_of_traces(guide_trace, model_trace, int(num_particles), B, T)
 
 
 def importance_traces(
