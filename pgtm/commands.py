@@ -35,7 +35,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="fast-weights learning rate eta > 0 (default 0.5)")
     group.add_argument("--inner-steps", type=int, default=None,
                        help="fast-weights inner-loop steps S >= 1 (default 1)")
-    _add_kanerva_options(group)
+    _add_memory_specific_options(group)
     group.add_argument("--orthogonal-init", action="store_true",
                        help="orthogonal initialisation of the controller's recurrent matrix")
 
@@ -49,30 +49,42 @@ _FAST_WEIGHTS_OPTIONS = {
 }
 
 
-#: command-line flag -> (option of :class:`~pgtm.memories.kanerva.KanervaMemory`, type, help)
-_KANERVA_OPTIONS = {
-    "--kanerva-slots": ("num_slots", int, "kanerva memory slots K (default 32)"),
-    "--kanerva-code-size": ("code_size", int, "kanerva code/read size C (default 160)"),
+#: command-line flag -> (model, option of its memory, type, help)
+_MEMORY_SPECIFIC_OPTIONS = {
+    "--kanerva-slots": ("kanerva", "num_slots", int, "kanerva memory slots K (default 32)"),
+    "--kanerva-code-size": (
+        "kanerva", "code_size", int, "kanerva code/read size C (default 160)"
+    ),
     "--kanerva-address-regulariser": (
-        "address_regulariser", float, "kanerva least-squares address ridge lambda > 0 (default 1)"
+        "kanerva", "address_regulariser", float,
+        "kanerva least-squares address ridge lambda > 0 (default 1)",
     ),
     "--kanerva-write-noise": (
-        "write_noise", float, "kanerva write-noise variance sigma^2 > 0 (default 1)"
+        "kanerva", "write_noise", float, "kanerva write-noise variance sigma^2 > 0 (default 1)"
+    ),
+    "--dnc-read-strength-init": (
+        "dnc", "read_strength_init", float,
+        "dnc read key strength beta > 1 at initialisation (default about 1.7)",
+    ),
+    "--dnc-content-mode-init": (
+        "dnc", "content_mode_init", float,
+        "dnc probability of the content read mode at initialisation, in (0, 1) "
+        "(default about 1/3)",
     ),
 }
 
 
-def _add_kanerva_options(group) -> None:
-    for flag, (_, kind, text) in _KANERVA_OPTIONS.items():
+def _add_memory_specific_options(group) -> None:
+    for flag, (_, _, kind, text) in _MEMORY_SPECIFIC_OPTIONS.items():
         group.add_argument(flag, type=kind, default=None, help=text)
 
 
-def _kanerva_options_from_args(args, options: dict) -> None:
-    for flag, (name, _, _) in _KANERVA_OPTIONS.items():
+def _memory_specific_options_from_args(args, options: dict) -> None:
+    for flag, (model, name, _, _) in _MEMORY_SPECIFIC_OPTIONS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
-            if args.model != "kanerva":
-                raise ValueError(f"{flag} applies to --model kanerva only")
+            if args.model != model:
+                raise ValueError(f"{flag} applies to --model {model} only")
             options[name] = value
 
 
@@ -106,7 +118,7 @@ def model_options_from_args(args) -> dict:
             if args.model != "fast-weights":
                 raise ValueError(f"{flag} applies to --model fast-weights only")
             options[name] = value
-    _kanerva_options_from_args(args, options)
+    _memory_specific_options_from_args(args, options)
     return options
 
 

@@ -67,10 +67,20 @@ prior, posterior and decoder are unchanged. Only the memory's own layers differ:
 (:math:`32 + 256 \to 32`) hold 74,012 parameters instead of the Introspective memory's 20,560, so
 ``build_gtm(DNCMemory, sequence_length=25)`` has 1,986,333 parameters, 2.8% more than
 ``build_gtm("introspective", sequence_length=15)`` (1,932,881).
+
+**Initial read addressing.** With the interface at PyTorch's default initialisation every read
+key has strength :math:`\beta \approx 1.7` and every head reads with content, backward and
+forward modes in equal parts. Cosine similarities lie in :math:`[-1, 1]`, so such content weights
+are close to uniform over the :math:`N` slots, and the link modes carry no mass until the memory
+has been written in order: the first reads are a faint average of the memory, which the
+controller can only learn to ignore. ``read_strength_init`` and ``content_mode_init`` set the
+interface biases so that the reads start sharp and content-addressed instead; the weights of the
+interface are left as initialised, so the strengths and modes still vary with :math:`h_t`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -274,6 +284,11 @@ class DNCMemory(SlotMemory):
     :param word_size: :math:`W` (default 32).
     :param num_heads: :math:`R` (default 5).
     :param num_write_heads: :math:`H` (default 1).
+    :param read_strength_init: key strength :math:`\\beta > 1` of the read heads at
+        initialisation (bias of the interface; default: PyTorch's initialisation, about 1.7).
+    :param content_mode_init: probability :math:`\\pi^r[2H] \\in (0, 1)` of the content read mode
+        at initialisation, the link modes sharing the rest equally (default: PyTorch's
+        initialisation, about :math:`1 / (1 + 2H)`).
     """
 
     def __init__(
@@ -285,9 +300,15 @@ class DNCMemory(SlotMemory):
         word_size: int = 32,
         num_heads: int = 5,
         num_write_heads: int = 1,
+        read_strength_init: float | None = None,
+        content_mode_init: float | None = None,
     ):
         super().__init__(latent_size, controller_size, num_slots, word_size, num_heads)
         require_positive_sizes(num_write_heads=num_write_heads)
+        if read_strength_init is not None and not read_strength_init > 1:
+            raise ValueError(f"read_strength_init must be > 1, got {read_strength_init}")
+        if content_mode_init is not None and not 0 < content_mode_init < 1:
+            raise ValueError(f"content_mode_init must be in (0, 1), got {content_mode_init}")
         W, R = self.word_size, self.num_heads
         self.num_write_heads = H = int(num_write_heads)
         self.num_read_modes = 1 + 2 * H
@@ -306,6 +327,22 @@ class DNCMemory(SlotMemory):
         self._interface_sizes = [int(torch.Size(shape).numel()) for _, shape in self._interface]
         self.interface = nn.Linear(controller_size, sum(self._interface_sizes))
         self.add_vector = nn.Linear(latent_size + controller_size, H * W)
+        self._init_read_addressing(read_strength_init, content_mode_init)
+
+    def _init_read_addressing(self, read_strength, content_mode) -> None:
+        bias = dict(zip(
+            (name for name, _ in self._interface),
+            self.interface.bias.detach().split(self._interface_sizes),
+            strict=True,
+        ))
+        with torch.no_grad():
+            if read_strength is not None:  # the inverse of oneplus
+                bias["read_strengths"].fill_(math.log(math.expm1(read_strength - 1)))
+            if content_mode is not None:  # softmax of [0, .., 0, logit] gives content_mode
+                modes = bias["read_modes"].view(self.num_heads, self.num_read_modes)
+                modes.zero_()
+                odds = content_mode / (1 - content_mode)
+                modes[:, -1] = math.log(odds * (self.num_read_modes - 1))
 
     def initial_state(self, batch_shape, device=None, dtype=None) -> DNCState:
         """The empty memory: every tensor zero, with leading shape ``batch_shape``."""
