@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from pgtm.allocator import keep_freed_memory
+from pgtm.cli import add_optimisation_options
 from pgtm.inference.experiment import run_experiment, write_summary
 from pgtm.inference.train import TrainConfig
 from pgtm.models import MEMORIES
@@ -35,11 +36,7 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["vrnn", "introspective"],
                         choices=sorted(MEMORIES))
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--kl-anneal-steps", type=int, default=0,
-                        help="length of the linear KL warm-up in steps (0: none)")
+    add_optimisation_options(parser, default_steps=3000)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-sequences", type=int, default=128)
     parser.add_argument("--iwae-particles", type=int, default=100)

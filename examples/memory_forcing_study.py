@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from pgtm.allocator import keep_freed_memory
+from pgtm.cli import add_optimisation_options
 from pgtm.inference.checkpoint import temp_sibling
 from pgtm.inference.evaluate import save_json
 from pgtm.inference.experiment import run_experiment
@@ -195,12 +196,7 @@ def main(argv=None):
     parser.add_argument("--out", default="results/memory_forcing")
     parser.add_argument("--model", default="dnc", choices=sorted(MEMORIES),
                         help="memory of the GTM (default dnc, the DNC-GTMM)")
-    parser.add_argument("--steps", type=int, default=1500,
-                        help="SVI steps per run (the README's study: 1500)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--kl-anneal-steps", type=int, default=0,
-                        help="length of the linear KL warm-up in steps (0: none)")
+    add_optimisation_options(parser, default_steps=1500)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-sequences", type=int, default=64)
     parser.add_argument("--iwae-particles", type=int, default=100)

@@ -131,13 +131,13 @@ class ReadHeadLog:
 
 
 def plot_read_head_dynamics(path, records: list[dict], title: str | None = None) -> str:
-    """Per-head entropy, max weight, gate (and hit rate) over training, and per-head heat maps
+    """Per-head entropy, max weight, mass, gate (and hit rate) over training, and per-head heat maps
     of the mean weight on each slot at the recall steps (training step × slot)."""
     if not records:
         raise ValueError("records is empty: nothing to plot")
     steps = [r["step"] for r in records]
     heads = len(records[0]["entropy"])
-    panels = [k for k in ("entropy", "max_weight", "gate", "hit_rate") if k in records[0]]
+    panels = [k for k in ("entropy", "max_weight", "mass", "gate", "hit_rate") if k in records[0]]
     fig, axes = plt.subplots(2, max(len(panels), heads), figsize=(3.0 * max(len(panels), heads),
                              6.0), squeeze=False, layout="constrained")
     for ax, key in zip(axes[0], panels, strict=False):

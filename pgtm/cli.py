@@ -81,6 +81,22 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_optimisation_options(parser, default_steps: int) -> None:
+    """``--steps``, ``--batch-size``, ``--learning-rate`` and ``--kl-anneal-steps`` (the fields of
+    :class:`~pgtm.inference.train.TrainConfig` every training entry point exposes)."""
+    parser.add_argument(
+        "--steps", type=int, default=default_steps, help=f"SVI steps (default {default_steps})"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--kl-anneal-steps",
+        type=int,
+        default=0,
+        help="length of the linear KL warm-up in steps (0: none)",
+    )
+
+
 def task_from_args(args: argparse.Namespace):
     """Build the task named by ``args`` (see :func:`add_task_options`, :func:`add_data_options`)."""
     from .tasks import make_task

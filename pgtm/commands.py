@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from pgtm.cli import add_data_options, add_task_options, task_from_args
+from pgtm.cli import (
+    add_data_options,
+    add_optimisation_options,
+    add_task_options,
+    task_from_args,
+)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -205,12 +210,9 @@ def _register_train(subparsers) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--out", required=True, metavar="DIR",
                        help="run folder: checkpoint, log, results, pictures")
-    group.add_argument("--steps", type=int, default=1000)
-    group.add_argument("--batch-size", type=int, default=32)
-    group.add_argument("--learning-rate", type=float, default=1e-3)
+    add_optimisation_options(group, default_steps=1000)
     group.add_argument("--clip-norm", type=float, default=10.0)
     group.add_argument("--elbo", default="trace", choices=("trace", "meanfield"))
-    group.add_argument("--kl-anneal-steps", type=int, default=0)
     group.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     group.add_argument("--seed", type=int, default=0)

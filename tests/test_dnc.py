@@ -6,6 +6,8 @@ Shapes, batching, numerics and GTM use of every memory: ``test_memory_interface.
 import pytest
 import torch
 
+from pgtm.cli import build_parser
+from pgtm.commands import model_options_from_args
 from pgtm.memories.dnc import (
     DNCMemory,
     DNCState,
@@ -18,6 +20,7 @@ from pgtm.memories.dnc import (
     write_allocation_weights,
     write_weights,
 )
+from pgtm.models import build_gtm
 
 Z, C, N, W, R = 3, 6, 5, 4, 2
 
@@ -231,6 +234,47 @@ def test_bad_arguments():
         DNCMemory(Z, C, num_slots=0)
     with pytest.raises(ValueError, match="num_write_heads"):
         DNCMemory(Z, C, num_write_heads=0)
+    with pytest.raises(ValueError, match="read_strength_init must be > 1"):
+        DNCMemory(Z, C, read_strength_init=1.0)
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"content_mode_init must be in \(0, 1\)"):
+            DNCMemory(Z, C, content_mode_init=bad)
+
+
+# ----------------------------------------------------------------------------- initial reads
+@pytest.mark.parametrize("heads", [1, 2])
+def test_read_addressing_init_sets_strength_and_content_mode_at_zero_controller_output(heads):
+    memory = make_memory(heads, read_strength_init=10.0, content_mode_init=0.9)
+    parts = memory.split_interface(torch.zeros(C))
+    torch.testing.assert_close(parts["read_strengths"], torch.full((R,), 10.0))
+    link_modes = torch.full((R, 2 * heads), 0.1 / (2 * heads))
+    expected_modes = torch.cat([link_modes, torch.full((R, 1), 0.9)], dim=-1)
+    torch.testing.assert_close(parts["read_modes"], expected_modes)
+
+
+def test_read_addressing_init_leaves_everything_else_as_the_default_initialisation():
+    default, sharp = make_memory(), make_memory(read_strength_init=10.0, content_mode_init=0.9)
+    h = torch.randn(7, C)
+    parts_default, parts_sharp = default.split_interface(h), sharp.split_interface(h)
+    for name in ("read_keys", "free_gates", "write_keys", "erase", "write_gates"):
+        torch.testing.assert_close(parts_sharp[name], parts_default[name])
+    torch.testing.assert_close(sharp.interface.weight, default.interface.weight)
+    # the strengths and modes still depend on the controller output
+    assert parts_sharp["read_strengths"].std(0).min() > 0
+    assert parts_sharp["read_modes"].std(0).min() > 0
+
+
+def test_sharp_content_init_concentrates_the_first_reads():
+    """After a few writes, the default reads are near uniform; the sharp init's are not."""
+    entropies = []
+    for options in ({}, {"read_strength_init": 20.0, "content_mode_init": 0.99}):
+        memory = make_memory(**options)
+        generator = torch.Generator().manual_seed(1)
+        state = memory.initial_state((64,))
+        out = run_steps(memory, state, N, batch=(64,), generator=generator)[-1]
+        weights = out.weights / out.weights.sum(-1, keepdim=True)
+        entropies.append(-(weights * weights.clamp_min(1e-12).log()).sum(-1).mean())
+    assert entropies[1] < entropies[0] - 0.2
 
 
 def test_default_sizes_leave_a_slot_for_every_latent_of_the_longest_task():
@@ -238,3 +282,19 @@ def test_default_sizes_leave_a_slot_for_every_latent_of_the_longest_task():
     memory = DNCMemory(32, 256)
     assert (memory.num_slots, memory.word_size, memory.num_heads) == (32, 32, 5)
     assert memory.num_slots >= 25 and memory.read_size == 160
+
+
+def test_read_addressing_flags_reach_the_memory_and_only_the_dnc():
+    def options_of(*argv):
+        args = build_parser().parse_args(["train", "perfect-recall", "--out", "X", *argv])
+        return model_options_from_args(args)
+
+    options = options_of(
+        "--model", "dnc", "--dnc-read-strength-init", "10", "--dnc-content-mode-init", "0.9"
+    )
+    assert (options["read_strength_init"], options["content_mode_init"]) == (10.0, 0.9)
+    gtm = build_gtm("dnc", frame_shape=(1, 4, 4), sequence_length=6, **options)
+    parts = gtm.memory.split_interface(torch.zeros(gtm.memory.controller_size))
+    torch.testing.assert_close(parts["read_strengths"], torch.full((5,), 10.0))
+    with pytest.raises(ValueError, match="--dnc-content-mode-init applies to --model dnc only"):
+        options_of("--model", "ntm", "--dnc-content-mode-init", "0.9")
