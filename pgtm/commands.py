@@ -32,30 +32,24 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="introspective read weights (default softplus)")
     group.add_argument("--sparsity", type=float, default=None,
                        help="introspective l1/2 penalty alpha (default 0)")
-    group.add_argument("--fast-size", type=int, default=None,
-                       help="fast-weights hidden/read size (default 160)")
-    group.add_argument("--fast-decay", type=float, default=None,
-                       help="fast-weights decay lambda in [0, 1] (default 0.9)")
-    group.add_argument("--fast-learning-rate", type=float, default=None,
-                       help="fast-weights learning rate eta > 0 (default 0.5)")
-    group.add_argument("--inner-steps", type=int, default=None,
-                       help="fast-weights inner-loop steps S >= 1 (default 1)")
     _add_memory_specific_options(group)
     group.add_argument("--orthogonal-init", action="store_true",
                        help="orthogonal initialisation of the controller's recurrent matrix")
 
 
-#: command-line flag -> option of :class:`~pgtm.memories.fast_weights.FastWeightsMemory`
-_FAST_WEIGHTS_OPTIONS = {
-    "--fast-size": "size",
-    "--fast-decay": "decay",
-    "--fast-learning-rate": "fast_learning_rate",
-    "--inner-steps": "inner_steps",
-}
-
-
 #: command-line flag -> (model, option of its memory, type, help)
 _MEMORY_SPECIFIC_OPTIONS = {
+    "--fast-size": ("fast-weights", "size", int, "fast-weights hidden/read size (default 160)"),
+    "--fast-decay": (
+        "fast-weights", "decay", float, "fast-weights decay lambda in [0, 1] (default 0.9)"
+    ),
+    "--fast-learning-rate": (
+        "fast-weights", "fast_learning_rate", float,
+        "fast-weights learning rate eta > 0 (default 0.5)",
+    ),
+    "--inner-steps": (
+        "fast-weights", "inner_steps", int, "fast-weights inner-loop steps S >= 1 (default 1)"
+    ),
     "--kanerva-slots": ("kanerva", "num_slots", int, "kanerva memory slots K (default 32)"),
     "--kanerva-code-size": (
         "kanerva", "code_size", int, "kanerva code/read size C (default 160)"
@@ -117,12 +111,6 @@ def model_options_from_args(args) -> dict:
             if args.model != "introspective":
                 raise ValueError(f"--{name} applies to --model introspective only")
             options[name] = getattr(args, name)
-    for flag, name in _FAST_WEIGHTS_OPTIONS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            if args.model != "fast-weights":
-                raise ValueError(f"{flag} applies to --model fast-weights only")
-            options[name] = value
     _memory_specific_options_from_args(args, options)
     return options
 

@@ -23,6 +23,14 @@ def load_script():
     return module
 
 
+def train_tiny_run(run, task, model, *task_shape):
+    """Two SVI steps of a tiny model; returns the run folder."""
+    main(["train", task, *task_shape, "--model", model, "--steps", "2", "--batch-size", "2",
+          "--eval-every", "2", "--eval-sequences", "3", "--iwae-particles", "2", "--latent-size",
+          "4", "--controller-size", "16", "--network", "mlp", "--no-progress", "--out", str(run)])
+    return run
+
+
 @pytest.fixture(autouse=True)
 def bundled_data(monkeypatch):
     monkeypatch.delenv("PGTM_DATA_DIR", raising=False)
@@ -41,11 +49,7 @@ def test_probe_reads_a_linear_code_and_not_noise():
 
 
 def test_script_probes_a_trained_dnc_run(tmp_path):
-    run = tmp_path / "run"
-    main(["train", "dynamic-dependency", "-l", "10", "-k", "2", "--model", "dnc", "--steps", "2",
-          "--batch-size", "2", "--eval-every", "2", "--eval-sequences", "3", "--iwae-particles",
-          "2", "--latent-size", "4", "--controller-size", "16", "--network", "mlp",
-          "--no-progress", "--out", str(run)])
+    run = train_tiny_run(tmp_path / "run", "dynamic-dependency", "dnc", "-l", "10", "-k", "2")
     completed = subprocess.run([sys.executable, str(SCRIPT), str(run), "--sequences", "40"],
                                capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -57,11 +61,7 @@ def test_script_probes_a_trained_dnc_run(tmp_path):
 
 
 def test_script_rejects_a_run_of_another_task(tmp_path):
-    run = tmp_path / "run"
-    main(["train", "perfect-recall", "-l", "3", "-k", "2", "--model", "vrnn", "--steps", "1",
-          "--batch-size", "2", "--eval-every", "1", "--eval-sequences", "2", "--iwae-particles",
-          "2", "--latent-size", "4", "--controller-size", "16", "--network", "mlp",
-          "--no-progress", "--out", str(run)])
+    run = train_tiny_run(tmp_path / "run", "perfect-recall", "vrnn", "-l", "3", "-k", "2")
     completed = subprocess.run([sys.executable, str(SCRIPT), str(run)],
                                capture_output=True, text=True, timeout=300)
     assert completed.returncode == 2
