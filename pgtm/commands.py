@@ -70,6 +70,11 @@ _MEMORY_SPECIFIC_OPTIONS = {
         "dnc probability of the content read mode at initialisation, in (0, 1) "
         "(default about 1/3)",
     ),
+    "--dnc-time-stamp-size": (
+        "dnc", "time_stamp_size", int,
+        "dnc time-stamp size D (even, < word size): the last D numbers of each word stamp the "
+        "step that wrote it (default 0: none)",
+    ),
 }
 
 

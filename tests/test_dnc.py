@@ -57,7 +57,7 @@ def test_link_precedence_usage_and_weights_stay_in_range_after_random_steps(head
     for out in outputs:
         s = out.state
         expected = DNCState((16, N, W), (16, N), (16, heads, N, N), (16, heads, N), (16, R, N),
-                            (16, heads, N))
+                            (16, heads, N), (16,))
         assert tuple(tuple(t.shape) for t in s) == expected
         assert ((s.link >= 0) & (s.link <= 1 + tol)).all()
         assert torch.diagonal(s.link, dim1=-2, dim2=-1).abs().max() == 0

@@ -48,6 +48,7 @@ STATE_SHAPES = {
         "precedence": (H, N),
         "read_weights": (R, N),
         "write_weights": (H, N),
+        "step": (),
     },
     "fast-weights": {"history": (N, D)},
     "kanerva": {"memory": (N, CK)},
