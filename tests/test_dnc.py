@@ -14,6 +14,7 @@ from pgtm.memories.dnc import (
     allocation_weights,
     directional_weights,
     read_weights,
+    time_stamps,
     update_link,
     update_precedence,
     update_usage,
@@ -239,6 +240,9 @@ def test_bad_arguments():
     for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match=r"content_mode_init must be in \(0, 1\)"):
             DNCMemory(Z, C, content_mode_init=bad)
+    for bad in (-2, 3, W):
+        with pytest.raises(ValueError, match=r"time_stamp_size must be even and in \[0, word_size"):
+            DNCMemory(Z, C, word_size=W, time_stamp_size=bad)
 
 
 # ----------------------------------------------------------------------------- initial reads
@@ -298,3 +302,87 @@ def test_read_addressing_flags_reach_the_memory_and_only_the_dnc():
     torch.testing.assert_close(parts["read_strengths"], torch.full((5,), 10.0))
     with pytest.raises(ValueError, match="--dnc-content-mode-init applies to --model dnc only"):
         options_of("--model", "ntm", "--dnc-content-mode-init", "0.9")
+    options = options_of("--model", "dnc", "--dnc-time-stamp-size", "16")
+    gtm = build_gtm("dnc", frame_shape=(1, 4, 4), sequence_length=6, **options)
+    assert gtm.memory.time_stamp_size == 16
+    with pytest.raises(ValueError, match="--dnc-time-stamp-size applies to --model dnc only"):
+        options_of("--model", "lru", "--dnc-time-stamp-size", "16")
+
+
+# ----------------------------------------------------------------------------- time stamps
+def test_time_stamps_of_distinct_steps_are_nearly_orthogonal():
+    """The bound the docstring states: cosine at most 0.23 among the first 32 steps (D = 16)."""
+    memory = DNCMemory(Z, C, word_size=32, time_stamp_size=16)
+    stamps = time_stamps(torch.arange(32.0), memory.time_stamp_frequencies)
+    torch.testing.assert_close(stamps.pow(2).sum(-1), torch.full((32,), 8.0))
+    cosine = (stamps @ stamps.T) / 8.0
+    off_diagonal = cosine[~torch.eye(32, dtype=torch.bool)]
+    assert off_diagonal.max() < 0.23
+
+
+def scripted_stamp_memory(read_key, read_strength=60.0):
+    """A stamped DNC whose interface ignores ``h``: every step writes fully (allocation), frees
+    nothing, adds a zero latent part, and reads by content with ``read_key`` ``[W]``."""
+    width, stamp = 10, 8
+    memory = DNCMemory(Z, C, num_slots=N + 3, word_size=width, num_heads=R,
+                       time_stamp_size=stamp).double()
+    bias = dict(zip((name for name, _ in memory._interface),
+                    memory.interface.bias.detach().split(memory._interface_sizes), strict=True))
+    with torch.no_grad():
+        memory.interface.weight.zero_()
+        memory.add_vector.weight.zero_()
+        memory.add_vector.bias.zero_()
+        bias["read_keys"].copy_(read_key.repeat(R))
+        bias["read_strengths"].fill_(read_strength)  # oneplus(60) = 61
+        bias["free_gates"].fill_(-30.0)
+        bias["read_modes"].copy_(torch.tensor([-30.0, -30.0, 30.0]).repeat(R))
+        for name in ("allocation_gates", "write_gates"):
+            bias[name].fill_(30.0)
+    return memory
+
+
+def test_full_writes_stamp_each_slot_with_its_step_and_a_stamp_key_reads_that_slot():
+    steps, position = N + 2, 3
+    frequencies = DNCMemory(Z, C, word_size=10, time_stamp_size=8).time_stamp_frequencies
+    key = torch.cat([torch.zeros(2), time_stamps(torch.tensor(float(position)), frequencies)])
+    memory = scripted_stamp_memory(key.double())
+    state, slots = memory.initial_state((2,), dtype=torch.float64), []
+    for _ in range(steps):
+        out = memory(state, torch.randn(2, C, dtype=torch.float64),
+                     torch.randn(2, Z, dtype=torch.float64))
+        state = out.state
+        assert (state.write_weights.amax(-1) > 1 - 1e-9).all()  # a full write of one slot
+        slots.append(state.write_weights[:, 0].argmax(-1))
+    slots = torch.stack(slots, 1)  # [2, steps]: the slot written at each step
+    assert (state.step == steps).all()
+    assert all(len(set(row.tolist())) == steps for row in slots)
+    # the slot written at step s holds the stamp of s in its last 8 numbers, and 0 elsewhere
+    written = torch.stack([state.memory[b, slots[b]] for b in range(2)])
+    expected = time_stamps(torch.arange(float(steps)), frequencies.double())
+    torch.testing.assert_close(written[..., 2:], expected.expand(2, -1, -1))
+    assert state.memory[..., :2].abs().max() == 0
+    # every head reads the slot written at step `position`
+    read_slot = out.weights.argmax(-1)
+    assert (read_slot == slots[:, position : position + 1]).all()
+    assert (out.weights.amax(-1) > 0.99).all()
+
+
+def test_time_stamped_memory_batch_equals_single_runs_and_passes_gradcheck():
+    memory = make_memory(word_size=6, time_stamp_size=4, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    h = torch.randn(3, 4, C, generator=generator, dtype=torch.float64)
+    z = torch.randn(3, 4, Z, generator=generator, dtype=torch.float64)
+
+    def reads(h, z):
+        state, out = memory.initial_state(h.shape[:1], dtype=h.dtype), []
+        for t in range(h.shape[1]):
+            step = memory(state, h[:, t], z[:, t])
+            state = step.state
+            out.append(step.read)
+        return torch.stack(out, 1)
+
+    batched = reads(h, z)
+    singles = torch.cat([reads(h[b : b + 1], z[b : b + 1]) for b in range(3)])
+    torch.testing.assert_close(batched, singles)
+    assert torch.autograd.gradcheck(reads, (h[:1].requires_grad_(), z[:1].requires_grad_()),
+                                    fast_mode=True)
