@@ -18,20 +18,20 @@ STUDY=${1:?usage: bash examples/dnc_studies.sh read-init|time-stamps [DATA_DIR] 
 DATA_DIR=${2:-../shared/data}
 STEPS=${3:-16000}
 BASELINE=results/dynamic_dependency_${STEPS}
-read_init=(--dnc-read-strength-init 10 --dnc-content-mode-init 0.9)
-warm_up=(--kl-anneal-steps 2000)
+read_init="--dnc-read-strength-init 10 --dnc-content-mode-init 0.9"
+warm_up="--kl-anneal-steps 2000"
 case "$STUDY" in
   read-init)
     OUT=results/dnc_read_init
     names=(content_init content_init_kl_warmup)
     labels=("dnc, content init" "dnc, content init + KL warm-up 2000")
-    flags=("${read_init[*]}" "${read_init[*]} ${warm_up[*]}")
+    flags=("$read_init" "$read_init $warm_up")
     ;;
   time-stamps)
     OUT=results/dnc_time_stamps
     names=(time_stamps time_stamps_content_init_kl_warmup)
     labels=("dnc, time stamps" "dnc, time stamps + content init + KL warm-up 2000")
-    flags=("--dnc-time-stamp-size 16" "--dnc-time-stamp-size 16 ${read_init[*]} ${warm_up[*]}")
+    flags=("--dnc-time-stamp-size 16" "--dnc-time-stamp-size 16 $read_init $warm_up")
     ;;
   *) echo "unknown study: $STUDY (read-init or time-stamps)" >&2; exit 2 ;;
 esac

@@ -320,19 +320,22 @@ def test_time_stamps_of_distinct_steps_are_nearly_orthogonal():
     assert off_diagonal.max() < 0.23
 
 
-def scripted_stamp_memory(read_key, read_strength=60.0):
+def scripted_stamp_memory(position, read_strength=60.0):
     """A stamped DNC whose interface ignores ``h``: every step writes fully (allocation), frees
-    nothing, adds a zero latent part, and reads by content with ``read_key`` ``[W]``."""
+    nothing, adds a zero latent part, and reads by content with the key ``[0, stamp of
+    position]``."""
     width, stamp = 10, 8
     memory = DNCMemory(Z, C, num_slots=N + 3, word_size=width, num_heads=R,
                        time_stamp_size=stamp).double()
+    key = torch.cat([torch.zeros(width - stamp, dtype=torch.float64),
+                     time_stamps(torch.tensor(float(position)), memory.time_stamp_frequencies)])
     bias = dict(zip((name for name, _ in memory._interface),
                     memory.interface.bias.detach().split(memory._interface_sizes), strict=True))
     with torch.no_grad():
         memory.interface.weight.zero_()
         memory.add_vector.weight.zero_()
         memory.add_vector.bias.zero_()
-        bias["read_keys"].copy_(read_key.repeat(R))
+        bias["read_keys"].copy_(key.repeat(R))
         bias["read_strengths"].fill_(read_strength)  # oneplus(60) = 61
         bias["free_gates"].fill_(-30.0)
         bias["read_modes"].copy_(torch.tensor([-30.0, -30.0, 30.0]).repeat(R))
@@ -343,9 +346,7 @@ def scripted_stamp_memory(read_key, read_strength=60.0):
 
 def test_full_writes_stamp_each_slot_with_its_step_and_a_stamp_key_reads_that_slot():
     steps, position = N + 2, 3
-    frequencies = DNCMemory(Z, C, word_size=10, time_stamp_size=8).time_stamp_frequencies
-    key = torch.cat([torch.zeros(2), time_stamps(torch.tensor(float(position)), frequencies)])
-    memory = scripted_stamp_memory(key.double())
+    memory = scripted_stamp_memory(position)
     state, slots = memory.initial_state((2,), dtype=torch.float64), []
     for _ in range(steps):
         out = memory(state, torch.randn(2, C, dtype=torch.float64),
@@ -358,7 +359,7 @@ def test_full_writes_stamp_each_slot_with_its_step_and_a_stamp_key_reads_that_sl
     assert all(len(set(row.tolist())) == steps for row in slots)
     # the slot written at step s holds the stamp of s in its last 8 numbers, and 0 elsewhere
     written = torch.stack([state.memory[b, slots[b]] for b in range(2)])
-    expected = time_stamps(torch.arange(float(steps)), frequencies.double())
+    expected = time_stamps(torch.arange(float(steps)), memory.time_stamp_frequencies)
     torch.testing.assert_close(written[..., 2:], expected.expand(2, -1, -1))
     assert state.memory[..., :2].abs().max() == 0
     # every head reads the slot written at step `position`
