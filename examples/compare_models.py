@@ -20,10 +20,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from pgtm.allocator import keep_freed_memory
-from pgtm.cli import add_optimisation_options
+from pgtm.cli import add_optimisation_options, add_threads_option, set_threads
 from pgtm.inference.experiment import run_experiment, write_summary
 from pgtm.inference.train import TrainConfig
 from pgtm.models import MEMORIES
@@ -41,7 +39,7 @@ def main(argv=None):
     parser.add_argument("--eval-sequences", type=int, default=128)
     parser.add_argument("--iwae-particles", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_option(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"),
                         help="encoder/decoder (auto: conv for 28x28 frames)")
@@ -50,8 +48,7 @@ def main(argv=None):
     parser.add_argument("-k", "--recall-length", type=int, default=None)
     args = parser.parse_args(argv)
     keep_freed_memory()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     task = make_task(args.task, data_dir=args.data_dir, prerecall_length=args.prerecall_length,
                      recall_length=args.recall_length)
     for memory in args.models:

@@ -33,10 +33,8 @@ import os
 import statistics
 from pathlib import Path
 
-import torch
-
 from pgtm.allocator import keep_freed_memory
-from pgtm.cli import add_optimisation_options
+from pgtm.cli import add_optimisation_options, add_threads_option, set_threads
 from pgtm.inference.checkpoint import temp_sibling
 from pgtm.inference.evaluate import save_json
 from pgtm.inference.experiment import run_experiment
@@ -213,14 +211,13 @@ def main(argv=None):
     parser.add_argument("-l", "--prerecall-length", type=int, default=10,
                         help="perfect recall: l")
     parser.add_argument("-k", "--recall-length", type=int, default=5, help="perfect recall: k")
-    parser.add_argument("--threads", type=int, default=None)
+    add_threads_option(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args(argv)
     keep_freed_memory()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     if not args.summarise_only:
         options = {"network": args.network, "latent_size": args.latent_size,

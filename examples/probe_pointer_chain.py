@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from pgtm.cli import add_threads_option, set_threads
 from pgtm.inference.evaluate import save_json
 from pgtm.inference.experiment import load_run, test_batch
 
@@ -140,11 +141,10 @@ def main(argv=None):
     parser.add_argument("run", help="run folder written by pgtm train (dynamic dependency)")
     parser.add_argument("--sequences", type=int, default=2048, help="held-out sequences")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_option(parser)
     parser.add_argument("--out", default=None, help="JSON file (default RUN/probes.json)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     gtm, task = load_run(args.run, data_dir=args.data_dir)
     if task.name != "dynamic-dependency":
         parser.error(f"run must be a dynamic-dependency run, got a {task.name} run")

@@ -35,9 +35,8 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
-
 from pgtm.allocator import keep_freed_memory
+from pgtm.cli import add_threads_option, set_threads
 from pgtm.inference.experiment import run_experiment
 from pgtm.inference.read_heads import ReadHeadLog
 from pgtm.inference.train import TrainConfig
@@ -191,14 +190,13 @@ def main(argv=None):
     parser.add_argument("--min-prerecall-kl", type=float, default=10.0,
                         help="pre-recall KL (nats) the model must have reached to count")
     parser.add_argument("--network", default="mlp", choices=("conv", "mlp"))
-    parser.add_argument("--threads", type=int, default=None)
+    add_threads_option(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args(argv)
     keep_freed_memory()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     if not args.summarise_only:
         task = make_task("perfect-recall", data_dir=args.data_dir, prerecall_length=10,

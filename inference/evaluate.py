@@ -22,7 +22,7 @@ Main entry points:
 - :func:`evaluate` — chunked evaluation with many particles (e.g. ``K = 1000``), combined with
   ``logsumexp``: per-sequence ELBO and IWAE, per-step KL and NLL, recall / pre-recall summaries,
   penalties, and the PSIS Pareto :math:`\\hat k` diagnostic of the importance weights.
-- :func:`pareto_khat` — Pareto :math:`\\hat k` via ArviZ (``arviz.psislw``).
+- :func:`pareto_khat` — PSIS Pareto :math:`\\hat k` of the importance weights.
 - :func:`save_json` — atomic JSON writer for the results.
 - :func:`time_index` — the time index of a site name.
 """
@@ -34,7 +34,6 @@ import math
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -42,6 +41,7 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.ops.stats import fit_generalized_pareto
 from torch import Tensor
 
 __all__ = [
@@ -69,6 +69,9 @@ KHAT_OK = 0.7
 _OBS_SITE = "x"
 _PENALTY_PREFIX = "penalty"
 _TIME_INDEX_RE = re.compile(r"_(\d+)$")
+#: log weights this many ulps apart (of their dtype, relative to their size) count as equal
+_EXACT_ULPS = 64
+_LOG_TINY = math.log(np.finfo(np.float64).tiny)
 
 
 class LogWeights(NamedTuple):
@@ -332,40 +335,60 @@ def log_weights_of_traces(
 
 
 def pareto_khat(log_weights: Tensor) -> Tensor:
-    """PSIS Pareto shape estimate :math:`\\hat k` of importance weights (ArviZ ``psislw``).
+    """PSIS Pareto shape estimate :math:`\\hat k` of importance weights (Vehtari et al., 2024).
 
-    ``arviz.psislw`` treats the *last* axis of a numpy array as the sample axis, so the
-    ``[K, B]`` input is transposed to ``[B, K]`` before the call (``reff = 1``: independent
-    draws). Computed in float64 on the CPU.
+    For each sequence, the largest :math:`M = \\lceil \\min(0.2 K, 3 \\sqrt K) \\rceil`
+    weights above the next one (the threshold) are fitted with a generalised Pareto distribution
+    by Pyro's :func:`~pyro.ops.stats.fit_generalized_pareto` (Zhang & Stephens' estimator with
+    the weakly informative prior of PSIS). This is the procedure of ArviZ 0.x ``psislw``, which
+    it matches to rounding; ArviZ 1.x moved it (``arviz_stats``) and takes *negated* log
+    weights (LOO's log-likelihood convention), so no ArviZ call is made here and every ArviZ
+    version works. Computed in float64 on the CPU.
 
     :param log_weights: ``[K, B]`` (K particles per sequence) or ``[K]`` (one set of weights).
     :returns: ``[B]`` (or a 0-d tensor for a ``[K]`` input), float64 on the input's device.
-        ``nan`` when ``K < 2``; ``-inf`` for exactly uniform weights (no tail: importance
-        sampling is exact); ``inf`` when ArviZ finds too few tail draws to fit (``K <= 24``).
+        ``nan`` when ``K < 2``; ``-inf`` for weights equal to within a few ulps of their dtype
+        (no tail: importance sampling is exact); ``inf`` when the tail holds too few draws to
+        fit (at most 4, i.e. ``K <= 24``).
     :raises ValueError: if ``log_weights`` is not 1-d or 2-d.
     """
     if not isinstance(log_weights, Tensor) or log_weights.dim() not in (1, 2):
         shape = tuple(log_weights.shape) if isinstance(log_weights, Tensor) else type(log_weights)
         raise ValueError(f"log_weights must be a tensor of shape [K, B] or [K], got {shape}")
     squeeze = log_weights.dim() == 1
+    eps = torch.finfo(log_weights.dtype).eps if log_weights.is_floating_point() else 0.0
     lw = log_weights.detach().to("cpu", torch.float64)
     if squeeze:
         lw = lw.unsqueeze(-1)
     K, B = lw.shape
-    if K < 2:
-        out = torch.full((B,), float("nan"), dtype=torch.float64)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ArviZ's import-time FutureWarning, numeric noise
-            import arviz as az
-
-            _, k = az.psislw(lw.T.numpy().copy(), reff=1.0)
-        out = torch.as_tensor(np.asarray(k, dtype=np.float64)).reshape(B).clone()
-        # exactly uniform weights have no tail; ArviZ reports inf, but IS is exact there
-        constant = (lw.max(0).values == lw.min(0).values) & torch.isfinite(lw).all(0)
-        out[constant] = float("-inf")
+    out = torch.full((B,), float("nan"), dtype=torch.float64)
+    if K >= 2:
+        tail = math.ceil(min(0.2 * K, 3 * math.sqrt(K)))
+        for b in range(B):
+            out[b] = _pareto_khat_one(lw[:, b], tail, eps)
     out = out.to(log_weights.device)
     return out[0] if squeeze else out
+
+
+def _pareto_khat_one(lw: Tensor, tail: int, eps: float) -> float:
+    """:math:`\\hat k` of one set of float64 log weights; zero weights (``-inf``) are left
+    out, a ``nan`` or ``+inf`` weight gives ``nan``."""
+    if torch.isnan(lw).any() or torch.isposinf(lw).any():
+        return math.nan
+    lw = lw[torch.isfinite(lw)]
+    if lw.numel() < 2:
+        return math.nan
+    tail = min(tail, lw.numel() - 1)
+    scale = max(1.0, float(lw.abs().max()))
+    if float(lw.max() - lw.min()) <= _EXACT_ULPS * eps * scale:
+        return -math.inf
+    shifted = lw - lw.max()
+    threshold = max(float(torch.sort(shifted).values[-tail - 1]), _LOG_TINY)
+    exceedances = shifted[shifted > threshold]
+    if exceedances.numel() <= 4:
+        return math.inf
+    k, _ = fit_generalized_pareto(exceedances.exp() - math.exp(threshold))
+    return float(k)
 
 
 def khat_reading(khat: Tensor) -> dict[str, float]:

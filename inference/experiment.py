@@ -20,6 +20,7 @@ from typing import Any
 import pyro
 import torch
 
+from pgtm.inference.bounds import bound_sweep
 from pgtm.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pgtm.inference.copy_metrics import COPY_TASKS, exact_match
 from pgtm.inference.evaluate import evaluate, save_json
@@ -58,6 +59,9 @@ def save_run_spec(out_dir, task, memory, model_options: dict, data_dir=None) -> 
         },
         "model": _name(memory),
         "model_options": {k: v if _plain(v) else _name(v) for k, v in model_options.items()},
+        # results depend (in the last bits) on the thread count: recorded, as in the checkpoint
+        "threads": {"intra_op": torch.get_num_threads(),
+                    "inter_op": torch.get_num_interop_threads()},
     }
     save_json(spec, Path(out_dir) / RUN_SPEC)
 
@@ -133,6 +137,15 @@ def evaluate_gtm(gtm, batch, num_particles: int, chunk_size: int = 50, seed: int
             gtm.model, gtm.guide, batch.x, batch.c, batch.mask, batch.recall,
             num_particles=num_particles, chunk_size=min(chunk_size, num_particles),
         )
+
+
+def bound_sweep_of_gtm(gtm, batch, seed: int = 0, **options) -> dict:
+    """:func:`~pgtm.inference.bounds.bound_sweep` on a :class:`~pgtm.tasks.SequenceBatch`
+    (its IWAE pass draws the samples :func:`evaluate_gtm` draws with the same seed and
+    ``chunk_size``)."""
+    with _seeded_evaluation(gtm, seed) as device:
+        batch = _to(batch, device)
+        return bound_sweep(gtm, batch.x, batch.c, batch.mask, batch.recall, **options)
 
 
 def elbo_outliers_of_gtm(gtm, batch, num_particles: int, chunk_size: int = 50, seed: int = 0,
@@ -214,6 +227,7 @@ def run_experiment(
     device = next(gtm.parameters()).device
     gtm.eval()
     recall = final_batch.recall[0]
+    frames = int(final_batch.mask.sum())
     title = f"{_name(memory)} on {task.name}"
     write_pictures(gtm, task, final_batch, r, out, device, title=title)
     head_records = head_log.read()
@@ -236,6 +250,9 @@ def run_experiment(
         "nll": r["nll"],
         "elbo_per_sequence": r["elbo"],
         "iwae_per_sequence": r["iwae"],
+        # nats per observed frame (the paper's unit), over the whole evaluation batch
+        "elbo_per_frame": r["elbo_sum"] / frames,
+        "iwae_per_frame": r["iwae_sum"] / frames,
         "khat": r["khat"],
         "recall_steps": recall.tolist(),
         "penalty": r["penalty"],

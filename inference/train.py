@@ -84,6 +84,7 @@ from .checkpoint import (
     save_checkpoint,
     temp_sibling,
 )
+from .fivo import FIVO
 
 __all__ = [
     "ELBOS",
@@ -102,7 +103,7 @@ __all__ = [
 #: Name under which ``gtm`` is registered in the Pyro param store (``"gtm$$$<param>"``).
 MODULE_NAME = "gtm"
 #: Allowed values of :attr:`TrainConfig.elbo`.
-ELBOS = ("trace", "meanfield")
+ELBOS = ("trace", "meanfield", "fivo")
 #: Config fields that shape the optimisation trajectory; changing them between a checkpoint
 #: and its resume makes the continuation inexact, hence a warning.
 _TRAJECTORY_FIELDS = (
@@ -186,10 +187,12 @@ class TrainConfig:
     :param clip_norm: ClippedAdam ``clip_norm`` (element-wise gradient clamp), > 0.
     :param lr_decay: ClippedAdam ``lrd``: the learning rate is multiplied by it at every step,
         in (0, 1]; 1 means no decay.
-    :param elbo: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`) or ``"meanfield"``
-        (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where available); both with
-        ``max_plate_nesting=2``.
-    :param num_particles: ELBO particles per step (vectorised at dim -3 when > 1), >= 1.
+    :param elbo: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`), ``"meanfield"``
+        (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where available), both with
+        ``max_plate_nesting=2``, or ``"fivo"`` (:class:`~pgtm.inference.fivo.FIVO`, the particle
+        filter's bound; ``gtm`` must then be a GTM).
+    :param num_particles: particles per step, >= 1: the ELBO's (vectorised at dim -3 when > 1)
+        or the FIVO particle filter's.
     :param kl_anneal_steps: length of the linear KL warm-up; 0 disables annealing. >= 0.
     :param kl_anneal_start: ``beta`` at step 1 of the warm-up, in [0, 1].
     :param device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -704,6 +707,15 @@ def train(
                 "is not identical to an uninterrupted run",
                 stacklevel=2,
             )
+        saved_threads = ckpt.get("threads")
+        if saved_threads is not None and saved_threads != torch.get_num_threads():
+            warnings.warn(
+                f"resuming {ckpt_path}, written with {saved_threads} torch threads, with "
+                f"{torch.get_num_threads()}: floating-point sums are ordered differently, so "
+                "the continuation is not bit-identical to an uninterrupted run (use --threads "
+                f"{saved_threads} for that)",
+                stacklevel=2,
+            )
         start_step = int(ckpt["step"])
         # In-place copy: keeps the module's Parameter objects (and thus their identity).
         gtm.load_state_dict(ckpt["module"])
@@ -731,12 +743,15 @@ def train(
             )
     register_module(gtm)
 
-    elbo_cls = Trace_ELBO if config.elbo == "trace" else TraceMeanField_ELBO
-    elbo = elbo_cls(
-        num_particles=config.num_particles,
-        vectorize_particles=config.num_particles > 1,
-        max_plate_nesting=2,
-    )
+    if config.elbo == "fivo":
+        elbo = FIVO(gtm, config.num_particles, module_name=MODULE_NAME)
+    else:
+        elbo_cls = Trace_ELBO if config.elbo == "trace" else TraceMeanField_ELBO
+        elbo = elbo_cls(
+            num_particles=config.num_particles,
+            vectorize_particles=config.num_particles > 1,
+            max_plate_nesting=2,
+        )
     scaler = LatentScale(1.0)
 
     def model(x: torch.Tensor, c: torch.Tensor | None = None,
@@ -783,6 +798,8 @@ def train(
         for step in range(start_step + 1, config.steps + 1):
             beta = kl_beta(step, config.kl_anneal_steps, config.kl_anneal_start)
             scaler.beta = beta
+            if isinstance(elbo, FIVO):
+                elbo.latent_scale = beta
             batch = _batch_to(task.sample(config.batch_size, "train", generator), device)
 
             # Same as pyro.infer.SVI.step, but the loss/gradients are checked before updating.
@@ -909,6 +926,7 @@ def train(
                     "losses": torch.tensor(losses, dtype=torch.float64),
                     "seconds": seconds_before + (time.perf_counter() - t_run),
                     "regulariser": None if regulariser is None else regulariser.state_dict(),
+                    "threads": torch.get_num_threads(),
                 }
                 save_checkpoint(state, ckpt_path)
                 last_good = (ckpt_path, step)

@@ -26,6 +26,8 @@ __all__ = [
     "COMMANDS",
     "add_data_options",
     "add_task_options",
+    "add_threads_option",
+    "set_threads",
     "build_parser",
     "main",
     "register_command",
@@ -95,6 +97,37 @@ def add_optimisation_options(parser, default_steps: int) -> None:
         default=0,
         help="length of the linear KL warm-up in steps (0: none)",
     )
+
+
+#: Default torch intra-op threads of every command. Torch's own default (one per core) makes a
+#: step 7-10x slower as soon as another process is busy on these machines, and one thread is
+#: within a few percent of two even on an idle machine at the project's sizes (see the README).
+DEFAULT_THREADS = 1
+
+
+def add_threads_option(parser) -> None:
+    """``--threads N`` (default :data:`DEFAULT_THREADS`); apply it with :func:`set_threads`."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"torch CPU threads (default {DEFAULT_THREADS}: fastest beside other busy "
+        "processes; run one process per core)",
+    )
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` intra-op threads and one inter-op thread in this process."""
+    import torch
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--threads must be an integer >= 1, got {threads!r}")
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # inter-op work already started in this process: keep its pool
+            pass
 
 
 def task_from_args(args: argparse.Namespace):

@@ -9,6 +9,8 @@ from pgtm.cli import (
     add_data_options,
     add_optimisation_options,
     add_task_options,
+    add_threads_option,
+    set_threads,
     task_from_args,
 )
 
@@ -162,18 +164,17 @@ def memory_forcing_from_args(args) -> dict | None:
 
 
 def _cmd_train(args) -> int:
-    import torch
 
     from pgtm.inference.experiment import run_experiment
     from pgtm.inference.train import TrainConfig
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     task = task_from_args(args)
     options = model_options_from_args(args)
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         clip_norm=args.clip_norm, elbo=args.elbo, kl_anneal_steps=args.kl_anneal_steps,
+        num_particles=_train_particles(args),
         device=args.device, seed=args.seed, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, out_dir=args.out,
         progress=not args.no_progress,
@@ -185,6 +186,14 @@ def _cmd_train(args) -> int:
     )
     _print_summary(summary, args.out)
     return 0
+
+
+def _train_particles(args) -> int:
+    if args.train_particles is None:
+        return 4 if args.elbo == "fivo" else 1
+    if args.train_particles < 1:
+        raise ValueError(f"--train-particles must be >= 1, got {args.train_particles}")
+    return args.train_particles
 
 
 def _print_summary(summary: dict, out: str) -> None:
@@ -205,9 +214,13 @@ def _register_train(subparsers) -> None:
                        help="run folder: checkpoint, log, results, pictures")
     add_optimisation_options(group, default_steps=1000)
     group.add_argument("--clip-norm", type=float, default=10.0)
-    group.add_argument("--elbo", default="trace", choices=("trace", "meanfield"))
+    group.add_argument("--elbo", default="trace", choices=("trace", "meanfield", "fivo"),
+                       help="objective: trace (Trace_ELBO, default), meanfield "
+                       "(TraceMeanField_ELBO) or fivo (the particle filter's bound)")
+    group.add_argument("--train-particles", type=int, default=None, metavar="K",
+                       help="particles of the objective per sequence (default 1; 4 for fivo)")
     group.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_option(group)
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--eval-every", type=int, default=250)
     group.add_argument("--checkpoint-every", type=int, default=250)
@@ -223,32 +236,72 @@ def _register_train(subparsers) -> None:
 
 
 def _cmd_evaluate(args) -> int:
+    from pathlib import Path
+
     from pgtm.inference.evaluate import save_json
     from pgtm.inference.experiment import (
+        bound_sweep_of_gtm,
         elbo_outliers_of_gtm,
-        evaluate_gtm,
         load_run,
         test_batch,
     )
+    from pgtm.plotting import plot_bounds_vs_particles
 
-    gtm, task = load_run(args.run, device=args.device, data_dir=args.data_dir)
-    if args.particles < 1:
-        raise ValueError(f"--particles must be >= 1, got {args.particles}")
+    if any(k < 1 for k in args.particles):
+        raise ValueError(f"--particles must be integers >= 1, got {args.particles}")
+    if not 0.0 <= args.ess_threshold <= 1.0:
+        raise ValueError(f"--ess-threshold must be in [0, 1], got {args.ess_threshold}")
     if args.outliers < 0:
         raise ValueError(f"--outliers must be >= 0, got {args.outliers}")
+    if args.outliers and args.bound == "smc":
+        raise ValueError("--outliers needs the IWAE pass: use --bound iwae or both")
+    set_threads(args.threads)
+    gtm, task = load_run(args.run, device=args.device, data_dir=args.data_dir)
     batch = test_batch(task, args.sequences)
-    results = evaluate_gtm(gtm, batch, args.particles, chunk_size=args.chunk_size, seed=args.seed)
-    out = args.out or f"{args.run}/evaluation_k{args.particles}.json"
+    particles = sorted(set(args.particles))
+    sweep = bound_sweep_of_gtm(
+        gtm, batch, seed=args.seed, particles=particles, bound=args.bound,
+        chunk_size=args.chunk_size, resampling=args.resampling, ess_threshold=args.ess_threshold,
+    )
+    results = {**sweep.pop("evaluation", {}), "bounds": sweep}
+    out = args.out or f"{args.run}/evaluation_k{'-'.join(map(str, particles))}.json"
     save_json(results, out)
-    keys = ("elbo_mean", "iwae_mean", "recall_kl", "prerecall_kl", "kl_mean", "nll_mean",
-            "penalty", "khat_max", "khat_reading")
-    print(json.dumps({k: results.get(k) for k in keys}, indent=1))
-    print(f"per-sequence and per-step results in {out}")
+    if "elbo_mean" in results:
+        keys = ("elbo_mean", "iwae_mean", "recall_kl", "prerecall_kl", "kl_mean", "nll_mean",
+                "penalty", "khat_max", "khat_reading")
+        print(json.dumps({k: results.get(k) for k in keys}, indent=1))
+    _print_bounds(sweep)
+    print(f"per-sequence, per-frame and per-step results in {out}")
+    if len(particles) > 1:
+        picture = plot_bounds_vs_particles(
+            str(Path(out).with_suffix(".png")), {Path(args.run).name: sweep},
+            f"{Path(args.run).name}: bounds against K ({sweep['num_sequences']} held-out "
+            "sequences)")
+        print(f"wrote {picture}")
     if args.outliers:
-        outliers = elbo_outliers_of_gtm(gtm, batch, args.particles, chunk_size=args.chunk_size,
+        outliers = elbo_outliers_of_gtm(gtm, batch, particles[-1], chunk_size=args.chunk_size,
                                         seed=args.seed, num_sequences=args.outliers)
         _print_outliers(outliers)
     return 0
+
+
+def _print_bounds(sweep: dict) -> None:
+    """One line per K: each bound per frame (and per sequence), SMC's ESS and resampling."""
+    if "elbo" in sweep:
+        elbo = sweep["elbo"]
+        print(f"ELBO: {elbo['per_frame_mean']:.4f} nats/frame ({elbo['mean']:.2f} per sequence)")
+    for k in sweep["particles"]:
+        line = [f"K={k}:"]
+        for bound in ("iwae", "smc"):
+            if bound in sweep:
+                entry = sweep[bound][str(k)]
+                line.append(f"{bound.upper()} {entry['per_frame_mean']:.4f}/frame "
+                            f"({entry['mean']:.2f}/seq)")
+        if "smc" in sweep:
+            entry = sweep["smc"][str(k)]
+            line.append(f"SMC min mean ESS {min(entry['ess']):.1f}, resampled after "
+                        f"{100 * entry['resampling_rate']:.0f}% of steps")
+        print("  ".join(line))
 
 
 def _print_outliers(outliers: list[dict]) -> None:
@@ -270,13 +323,25 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None, help="override the run's data folder")
+    add_threads_option(parser)
 
 
 def _register_evaluate(subparsers) -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="ELBO, IWAE (K particles), per-step KL and PSIS k-hat of a trained run")
+        "evaluate",
+        help="ELBO, IWAE and SMC bounds at one or more K, per sequence and per frame, per-step "
+        "KL and PSIS k-hat of a trained run")
     _add_run_options(parser)
-    parser.add_argument("--particles", type=int, default=1000, help="K (default 1000)")
+    parser.add_argument("--particles", type=int, nargs="+", default=[1000], metavar="K",
+                        help="particle counts, e.g. 1 10 100 1000 (default 1000)")
+    parser.add_argument("--bound", default="iwae", choices=("iwae", "smc", "both"),
+                        help="iwae (with the ELBO, per-step KL and PSIS; default), smc (the "
+                        "particle filter's bound) or both")
+    parser.add_argument("--resampling", default="systematic",
+                        choices=("systematic", "multinomial"), help="SMC resampling scheme")
+    parser.add_argument("--ess-threshold", type=float, default=0.5,
+                        help="SMC resamples when ESS <= this * K (0: never, 1: every step; "
+                        "default 0.5)")
     parser.add_argument("--chunk-size", type=int, default=100)
     parser.add_argument("--sequences", type=int, default=64, help="held-out sequences")
     parser.add_argument("--out", default=None, metavar="FILE.json")
@@ -291,6 +356,7 @@ def _cmd_sample(args) -> int:
     from pgtm.inference.experiment import load_run, test_batch
     from pgtm.plotting import plot_read_weights, save_sequences
 
+    set_threads(args.threads)
     gtm, task = load_run(args.run, device=args.device, data_dir=args.data_dir)
     if not 0 <= args.observe <= task.length:
         raise ValueError(f"--observe must be in [0, {task.length}], got {args.observe}")

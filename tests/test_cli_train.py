@@ -39,6 +39,9 @@ def test_train_evaluate_sample(tmp_path, capsys):
                 "parameters"):
         assert key in results
     assert results["steps"] == 12 and results["iwae"] >= results["elbo"]
+    assert abs(results["iwae_per_frame"] * 6 - results["iwae"]) < 1e-6 * abs(results["iwae"])
+    spec = json.loads((run / "run.json").read_text())
+    assert spec["threads"] == {"intra_op": 1, "inter_op": torch.get_num_interop_threads()}
     for picture in ("samples.png", "kl_per_step.png", "read_weights.png", "read_heads.png"):
         assert (run / picture).stat().st_size > 1000
     log = (run / "log.csv").read_text().splitlines()
@@ -71,6 +74,9 @@ def test_train_evaluate_sample(tmp_path, capsys):
         (["train", "perfect-recall", "--model", "vrnn", "--sparsity", "0.1", "--out", "X"],
          "--sparsity applies to --model introspective only"),
         (["evaluate", "no-such-run"], "RUN_DIR must be a folder written by 'pgtm train'"),
+        (["train", "perfect-recall", "--threads", "0", "--out", "X"],
+         "--threads must be an integer >= 1, got 0"),
+        (["evaluate", "no-such-run", "--threads", "-1"], "--threads must be an integer >= 1"),
     ],
 )
 def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path, monkeypatch):

@@ -171,7 +171,7 @@ def test_bad_config_raises_naming_field(field, value):
 def test_bad_config_message_gives_range():
     with pytest.raises(ValueError, match=r"steps must be an integer >= 1, got 0"):
         TrainConfig(steps=0)
-    with pytest.raises(ValueError, match=r"elbo must be one of \('trace', 'meanfield'\)"):
+    with pytest.raises(ValueError, match=r"elbo must be one of \('trace', 'meanfield', 'fivo'\)"):
         TrainConfig(elbo="foo")
 
 
@@ -515,3 +515,17 @@ class MisplatedGTM(TinyGTM):
 def test_a_structural_error_is_caught_on_the_first_step():
     with pytest.raises(ValueError, match="[Ss]hape mismatch"):
         train(MisplatedGTM(), TinyTask(), TrainConfig(steps=2, batch_size=2, progress=False))
+
+
+def test_thread_count_is_recorded_and_a_different_one_on_resume_warns(tmp_path):
+    task = TinyTask()
+    train(TinyGTM(), task, _cfg(tmp_path, steps=4))
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["threads"] == \
+        torch.get_num_threads()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.warns(UserWarning, match="not bit-identical"):
+            train(TinyGTM(), task, _cfg(tmp_path, steps=6))
+    finally:
+        torch.set_num_threads(threads)
