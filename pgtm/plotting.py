@@ -148,14 +148,16 @@ def plot_bounds_vs_particles(path, sweeps: dict[str, dict], title: str) -> str:
     """Bound per frame against the number of particles ``K`` (log scale; one colour per model,
     IWAE solid with circles, SMC dashed with squares), so a reader sees whether a bound has
     stopped growing and by how much SMC is above the IWAE; beside it, when SMC was run, the
-    filter's effective sample size per step at the largest ``K``, as a fraction of ``K``.
+    filter's effective sample size per step at the largest ``K`` as a fraction of ``K`` (log
+    scale), with the resampling threshold.
 
     :param sweeps: label -> a :func:`~pgtm.inference.bounds.bound_sweep` result.
     """
     with_smc = any("smc" in sweep for sweep in sweeps.values())
-    fig, axes = plt.subplots(1, 2 if with_smc else 1, figsize=(11 if with_smc else 6.4, 4.2),
+    fig, axes = plt.subplots(1, 2 if with_smc else 1, figsize=(11 if with_smc else 6.4, 4.6),
                              squeeze=False)
     bounds_ax = axes[0, 0]
+    k_max = 1
     for i, (label, sweep) in enumerate(sweeps.items()):
         colour = f"C{i}"
         for bound, style in (("iwae", "-o"), ("smc", "--s")):
@@ -167,23 +169,25 @@ def plot_bounds_vs_particles(path, sweeps: dict[str, dict], title: str) -> str:
         if "smc" in sweep:
             k_max = max(int(k) for k in sweep["smc"])
             ess = [v / k_max for v in sweep["smc"][str(k_max)]["ess"]]
-            axes[0, 1].plot(range(len(ess)), ess, "-", color=colour, label=label)
+            axes[0, 1].plot(range(len(ess)), ess, "-o", markersize=3, color=colour, label=label)
     bounds_ax.set_xscale("log")
     bounds_ax.set_xlabel("particles K (log scale)")
     bounds_ax.set_ylabel("lower bound of log p(x) per frame (nats)")
-    bounds_ax.set_title(title, fontsize=10)
+    bounds_ax.set_title("bounds against K (higher is tighter)", fontsize=10)
     bounds_ax.grid(True, which="both", alpha=0.3)
     bounds_ax.legend(fontsize=8)
     if with_smc:
         ess_ax = axes[0, 1]
-        ess_ax.set_ylim(0, 1.05)
-        ess_ax.set_xlabel("step t")
-        ess_ax.set_ylabel("SMC effective sample size / K (before resampling)")
         threshold = next(iter(sweeps.values()))["ess_threshold"]
-        ess_ax.set_title(f"SMC weights at the largest K (resampled at ESS/K <= {threshold:g})",
-                         fontsize=10)
-        ess_ax.grid(True, alpha=0.3)
+        ess_ax.axhline(threshold, color="grey", linestyle=":", label="resampling threshold")
+        ess_ax.set_yscale("log")
+        ess_ax.set_ylim(0.5 / k_max, 1.5)
+        ess_ax.set_xlabel("step t")
+        ess_ax.set_ylabel("ESS / K before resampling (log scale)")
+        ess_ax.set_title(f"SMC effective sample size at K = {k_max}", fontsize=10)
+        ess_ax.grid(True, which="both", alpha=0.3)
         ess_ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path = _prepare(path)
     fig.savefig(path, dpi=120)

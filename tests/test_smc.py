@@ -4,6 +4,9 @@ unbiased, converging), against the IWAE's importance weights for every memory, i
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pyro
 import pytest
@@ -21,6 +24,7 @@ from pgtm.inference.train import TrainConfig, train
 from pgtm.models import MEMORIES, build_gtm
 from pgtm.tasks import make_task
 
+ROOT = Path(__file__).resolve().parents[1]
 FRAME = (1, 28, 28)
 pytestmark = pytest.mark.filterwarnings("ignore:full MNIST not found")
 
@@ -271,3 +275,15 @@ def test_pgtm_evaluate_sweeps_k_with_both_bounds(tmp_path, monkeypatch):
     assert (run / "evaluation_k1-8.png").stat().st_size > 5000
     assert main(["evaluate", str(run), "--bound", "smc", "--particles", "0"]) == 2
     assert main(["evaluate", str(run), "--bound", "smc", "--outliers", "1"]) == 2
+
+    study = [sys.executable, str(ROOT / "examples" / "bounds_study.py"), str(run), "--particles",
+             "1", "3", "--sequences", "2", "--out", str(tmp_path / "study")]
+    for reused in (False, True):
+        completed = subprocess.run(study, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        assert ("reused" in completed.stdout) is reused
+    summary = json.loads((tmp_path / "study" / "summary.json").read_text())
+    row = summary[f"{tmp_path.name}/run"]
+    assert row["model"] == "vrnn" and row["steps"] == 4 and set(row["sweep"]["smc"]) == {"1", "3"}
+    assert (tmp_path / "study" / "bounds_vs_particles_perfect-recall.png").stat().st_size > 5000
+    assert "| perfect-recall | vrnn | 4 |" in (tmp_path / "study" / "summary.md").read_text()
