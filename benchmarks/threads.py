@@ -81,7 +81,9 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "threads.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"Quick-start training step (Introspective GTM, MLP nets, B=32, T=15), "
-             f"{args.steps} steps, median of {args.repeats}, {cores} cores.", "",
+             f"{args.steps} steps, median of {args.repeats}, {cores} cores; idle: nothing else "
+             "running, busy: beside one other 1-thread `pgtm train`. Command: `python "
+             "benchmarks/threads.py --out results/threads`.", "",
              "| condition | threads | ms/step | vs 1 thread |", "|---|---:|---:|---:|"]
     for condition, row in results["conditions"].items():
         for n in counts:

@@ -99,9 +99,9 @@ def add_optimisation_options(parser, default_steps: int) -> None:
     )
 
 
-#: Default torch intra-op threads of every command. Torch's own default (one per core) makes a
-#: step 7-10x slower as soon as another process is busy on these machines, and one thread is
-#: within a few percent of two even on an idle machine at the project's sizes (see the README).
+#: Default torch intra-op threads of every command. Torch's own default (one per core) made the
+#: quick-start step 3.2x slower beside one busy process on a 2-core machine, for a 14% gain when
+#: the machine is otherwise idle (``benchmarks/threads.py``, ``results/threads/``).
 DEFAULT_THREADS = 1
 
 
