@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -43,6 +42,8 @@ import pyro.poutine as poutine
 import torch
 from pyro.ops.stats import fit_generalized_pareto
 from torch import Tensor
+
+from pgtm.inference.checkpoint import write_text_atomically
 
 __all__ = [
     "LogWeights",
@@ -609,15 +610,4 @@ def save_json(results: Mapping[str, Any], path: str | os.PathLike) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     payload = json.dumps(_json_ready(results), indent=2, sort_keys=True, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(payload)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_text_atomically(path, payload + "\n")

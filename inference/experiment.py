@@ -24,6 +24,7 @@ from pgtm.inference.bounds import bound_sweep
 from pgtm.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pgtm.inference.copy_metrics import COPY_TASKS, exact_match
 from pgtm.inference.evaluate import evaluate, save_json
+from pgtm.inference.lifecycle import RunLock
 from pgtm.inference.memory_forcing import MemoryForcing
 from pgtm.inference.outliers import elbo_outliers
 from pgtm.inference.read_heads import ReadHeadLog, plot_read_head_dynamics, read_head_statistics
@@ -192,6 +193,15 @@ def run_experiment(
     """
     if config.out_dir is None:
         raise ValueError("config.out_dir must be set: run_experiment writes its results there")
+    with RunLock(config.out_dir):  # one writer per run folder, from run.json to the pictures
+        return _run_experiment(memory, task, config, eval_sequences, iwae_particles,
+                               progress_eval_sequences, model_options, resume, data_dir,
+                               memory_forcing)
+
+
+def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
+                    progress_eval_sequences, model_options, resume, data_dir,
+                    memory_forcing) -> dict[str, Any]:
     out = Path(config.out_dir)
     model_options = dict(model_options or {})
     pyro.set_rng_seed(config.seed)

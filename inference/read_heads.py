@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from pgtm.inference.checkpoint import write_text_atomically
 from pgtm.plotting import _prepare, plt
 
 READ_HEADS_LOG = "read_heads.jsonl"
@@ -125,9 +126,7 @@ class ReadHeadLog:
 
     def write(self, step: int, stats: dict) -> None:
         records = [r for r in self.read() if r["step"] < step] + [{"step": step, **stats}]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(tmp, self.path)
+        write_text_atomically(self.path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def plot_read_head_dynamics(path, records: list[dict], title: str | None = None) -> str:

@@ -85,6 +85,7 @@ from .checkpoint import (
     temp_sibling,
 )
 from .fivo import FIVO
+from .lifecycle import RunLock, StopOnSignal, TrainingInterrupted
 
 __all__ = [
     "ELBOS",
@@ -95,6 +96,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "kl_beta",
     "register_module",
     "train",
@@ -665,6 +667,11 @@ def train(
     :raises ValueError: for a CUDA device when CUDA is unavailable.
     :raises TrainingDiverged: on a non-finite loss or a NaN gradient; the last good checkpoint
         is left untouched and named in the message.
+    :raises TrainingInterrupted: after a SIGINT or SIGTERM (in the main thread): the step under
+        way is finished and checkpointed first (the log gains a row at that step); rerunning
+        resumes exactly. A second signal exits at once.
+    :raises ValueError: if another process is training into ``out_dir`` (its lock file
+        ``.lock`` names it).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -674,6 +681,12 @@ def train(
     if not callable(getattr(task, "sample", None)):
         raise TypeError("task must have sample(batch_size, split, generator)")
 
+    with RunLock(config.out_dir) if config.out_dir is not None else contextlib.nullcontext():
+        return _train(gtm, task, config, evaluate_fn, resume, regulariser)
+
+
+def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
+    """:func:`train` once the run folder is locked."""
     t_call = time.perf_counter()
     device = _resolve_device(config.device)
     gtm.to(device)
@@ -794,7 +807,9 @@ def train(
     module_param_ids = {id(p) for p in gtm.parameters()}
     checked_shapes: set[tuple[int, ...]] = set()
     step = start_step
+    stop = StopOnSignal()
     try:
+        stop.__enter__()
         for step in range(start_step + 1, config.steps + 1):
             beta = kl_beta(step, config.kl_anneal_steps, config.kl_anneal_start)
             scaler.beta = beta
@@ -881,8 +896,11 @@ def train(
             do_eval = evaluate_fn is not None and config.eval_every is not None and (
                 step % config.eval_every == 0 or is_last
             )
+            # read once: a signal arriving later in this step is acted on at the next one
+            interrupted = stop.signal_number is not None
             do_ckpt = ckpt_path is not None and (
                 is_last
+                or interrupted
                 or (config.checkpoint_every is not None and step % config.checkpoint_every == 0)
             )
             metrics: dict[str, float] = {}
@@ -932,7 +950,10 @@ def train(
                 last_good = (ckpt_path, step)
                 if tb is not None:
                     tb.flush()
+            if interrupted:
+                raise TrainingInterrupted(step, stop.signal_number, ckpt_path)
     finally:
+        stop.__exit__(None, None, None)
         pbar.close()
         if log is not None:
             log.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from pgtm.cli import (
     add_data_options,
@@ -164,9 +165,9 @@ def memory_forcing_from_args(args) -> dict | None:
 
 
 def _cmd_train(args) -> int:
-
     from pgtm.inference.experiment import run_experiment
-    from pgtm.inference.train import TrainConfig
+    from pgtm.inference.lifecycle import TrainingInterrupted
+    from pgtm.inference.train import TrainConfig, TrainingDiverged
 
     set_threads(args.threads)
     task = task_from_args(args)
@@ -179,11 +180,18 @@ def _cmd_train(args) -> int:
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, out_dir=args.out,
         progress=not args.no_progress,
     )
-    summary = run_experiment(
-        args.model, task, config, eval_sequences=args.eval_sequences,
-        iwae_particles=args.iwae_particles, model_options=options, resume=not args.restart,
-        data_dir=args.data_dir, memory_forcing=memory_forcing_from_args(args),
-    )
+    try:
+        summary = run_experiment(
+            args.model, task, config, eval_sequences=args.eval_sequences,
+            iwae_particles=args.iwae_particles, model_options=options, resume=not args.restart,
+            data_dir=args.data_dir, memory_forcing=memory_forcing_from_args(args),
+        )
+    except TrainingInterrupted as stopped:
+        print(f"pgtm: {stopped}", file=sys.stderr)
+        return stopped.exit_status
+    except TrainingDiverged as diverged:
+        print(f"pgtm: error: {diverged}", file=sys.stderr)
+        return 1
     _print_summary(summary, args.out)
     return 0
 

@@ -290,7 +290,7 @@ def test_checkpoint_loads_weights_only(tmp_path):
     assert isinstance(ck["rng"]["torch"], torch.Tensor)
     assert isinstance(ck["batch_generator"], torch.Tensor)
     # No temporaries left behind by the atomic writes.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "log.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.pt", "log.csv"]
 
 
 def test_rng_state_roundtrip(tmp_path):
