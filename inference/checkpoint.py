@@ -21,6 +21,8 @@ Layout (``FORMAT_VERSION == 1``):
 * ``regulariser`` (optional; absent in older checkpoints): ``None`` or the
   :class:`~pgtm.inference.train.Regulariser`'s ``state_dict()`` (e.g. Memory Forcing's
   discriminator weights, their optimiser state and counters).
+* ``threads`` (optional; absent in older checkpoints): ``torch.get_num_threads()`` of the writer
+  (results depend on it in the last bits, so a resume with another count warns).
 """
 
 from __future__ import annotations
