@@ -35,6 +35,7 @@ from pgtm.plotting import plot_read_weights, plot_step_curves, save_sequences
 from pgtm.tasks import make_task
 
 RUN_SPEC = "run.json"
+RESULTS = "results.json"
 
 #: the per-model numbers every ``summary.json`` holds
 SUMMARY_KEYS = (
@@ -65,6 +66,18 @@ def save_run_spec(out_dir, task, memory, model_options: dict, data_dir=None) -> 
                     "inter_op": torch.get_num_interop_threads()},
     }
     save_json(spec, Path(out_dir) / RUN_SPEC)
+
+
+def completed_results(run_dir, steps: int) -> dict | None:
+    """The ``results.json`` of a run folder whose checkpoint has reached ``steps`` (a finished
+    run, whose final evaluation need not be done again), else ``None``."""
+    run = Path(run_dir)
+    if not ((run / CHECKPOINT_NAME).is_file() and (run / RESULTS).is_file()):
+        return None
+    if int(load_checkpoint(run / CHECKPOINT_NAME)["step"]) < steps:
+        return None
+    results = json.loads((run / RESULTS).read_text())
+    return results if results.get("steps", -1) >= steps else None
 
 
 def load_run(run_dir, device: str = "cpu", data_dir=None):
@@ -276,7 +289,7 @@ def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
         "exact_match": copy.get("exact_match"),
         "bit_accuracy": copy.get("bit_accuracy"),
     }
-    save_json(summary, out / "results.json")
+    save_json(summary, out / RESULTS)
     return summary
 
 

@@ -165,7 +165,7 @@ def memory_forcing_from_args(args) -> dict | None:
 
 
 def _cmd_train(args) -> int:
-    from pgtm.inference.experiment import run_experiment
+    from pgtm.inference.experiment import completed_results, run_experiment
     from pgtm.inference.lifecycle import TrainingInterrupted
     from pgtm.inference.train import TrainConfig, TrainingDiverged
 
@@ -180,6 +180,13 @@ def _cmd_train(args) -> int:
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, out_dir=args.out,
         progress=not args.no_progress,
     )
+    finished = None if args.restart else completed_results(args.out, config.steps)
+    if finished is not None:
+        print(f"pgtm: {args.out} is complete at step {finished['steps']}: nothing to train "
+              f"(pgtm evaluate {args.out} re-evaluates it; --restart trains afresh)",
+              file=sys.stderr)
+        _print_summary(finished, args.out)
+        return 0
     try:
         summary = run_experiment(
             args.model, task, config, eval_sequences=args.eval_sequences,

@@ -54,6 +54,10 @@ def test_train_evaluate_sample(tmp_path, capsys):
     assert losses[-1] < losses[0]  # short training lowers the loss
 
     capsys.readouterr()
+    written = (run / "results.json").stat().st_mtime_ns
+    assert main(train_args(run, 12, "--learning-rate", "3e-3")) == 0  # finished: says so
+    assert f"{run} is complete at step 12" in capsys.readouterr().err
+    assert (run / "results.json").stat().st_mtime_ns == written
     assert main(["evaluate", str(run), "--particles", "20", "--sequences", "3", "--chunk-size",
                  "8", "--outliers", "1"]) == 0
     evaluation = json.loads((run / "evaluation_k20.json").read_text())
