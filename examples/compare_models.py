@@ -5,7 +5,7 @@ every model found in ``<out>`` (so separate processes, e.g. one per core, can sh
 ``<out>/summary.json`` (model -> recall_kl, prerecall_kl, elbo, iwae, iwae_k, steps, seconds,
 parameters), ``<out>/summary.md`` and ``<out>/kl_per_step.png``.
 
-The issue's perfect-recall experiment (the README quotes its numbers)::
+The perfect-recall experiment of docs/results/perfect_recall.md::
 
     python examples/compare_models.py perfect-recall --models vrnn introspective \\
         --network mlp --steps 6000 --threads 1 --out results/perfect_recall \\

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's DNC-GTMM studies on dynamic dependency: two variants of the DNC trained side by
+# The DNC-GTMM studies of docs/results/content_addressed_memories.md on dynamic dependency: two variants of the DNC trained side by
 # side, one process per core, at the budget of the all-model comparison
 # (results/dynamic_dependency_<STEPS>/, whose VRNN and default DNC rows they are compared with:
 # run `bash examples/memory_comparison.sh DATA_DIR STEPS dynamic-dependency` first).

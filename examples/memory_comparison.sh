@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The content-addressed-memory comparison of the README: models on dynamic dependency and
+# The content-addressed-memory comparison of docs/results/content_addressed_memories.md: models on dynamic dependency and
 # similarity-cued recall at the same budget, one training process per core.
 #   [MODELS="vrnn dnc"] [JOBS=2] [DEVICE=cpu] \
 #     bash examples/memory_comparison.sh [DATA_DIR] [STEPS] [TASK ...]
