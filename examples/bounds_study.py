@@ -25,8 +25,8 @@ from pathlib import Path
 
 from pgtm.cli import add_threads_option, set_threads
 from pgtm.inference.checkpoint import load_checkpoint
-from pgtm.inference.evaluate import save_json
 from pgtm.inference.experiment import bound_sweep_of_gtm, load_run, test_batch
+from pgtm.io import save_json
 from pgtm.models import count_parameters
 from pgtm.plotting import plot_bounds_vs_particles
 

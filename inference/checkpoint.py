@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,17 +37,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from pgtm.io import temp_sibling
+
 __all__ = [
     "CHECKPOINT_NAME",
     "FORMAT_VERSION",
     "REQUIRED_KEYS",
     "capture_rng_state",
     "load_checkpoint",
-    "remove_stale_temp_files",
     "restore_rng_state",
     "save_checkpoint",
     "temp_sibling",
-    "write_text_atomically",
 ]
 
 #: File name of the (single, latest) checkpoint inside ``out_dir``.
@@ -84,63 +82,6 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def temp_sibling(path: str | os.PathLike) -> Path:
-    """A fresh hidden temporary name next to ``path`` (same directory, so same filesystem).
-
-    Unlike :func:`tempfile.mkstemp` (mode 0600), a file created under this name with ``open``
-    gets the usual umask-derived permissions, which it keeps after :func:`os.replace`.
-    """
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-
-
-def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a :func:`temp_sibling` (fsync-ed, then renamed over
-    ``path``), so a reader sees the old file or the new one, never a torn one."""
-    tmp = temp_sibling(path)
-    try:
-        with open(tmp, "x") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the :func:`temp_sibling` files in ``folder`` whose writing process is gone (left
-    by a kill during a write). Call it while holding the folder's run lock.
-
-    :returns: the files removed.
-    """
-    removed = []
-    for candidate in Path(folder).glob(".*.tmp"):
-        match = _TEMP_SIBLING.fullmatch(candidate.name)
-        if match is None or _process_alive(int(match.group(1))):
-            continue
-        candidate.unlink(missing_ok=True)
-        removed.append(candidate)
-    return removed
-
-
-_TEMP_SIBLING = re.compile(r"\..+\.(\d+)\.[0-9a-f]{32}\.tmp")
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:

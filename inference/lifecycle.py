@@ -20,7 +20,7 @@ import signal
 import threading
 from pathlib import Path
 
-from pgtm.inference.checkpoint import remove_stale_temp_files
+from pgtm.io import remove_stale_temp_files
 
 __all__ = ["LOCK_NAME", "RunLock", "StopOnSignal", "TrainingInterrupted"]
 

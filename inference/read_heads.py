@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from pgtm.inference.checkpoint import write_text_atomically
+from pgtm.io import write_text_atomically
 from pgtm.plotting import _prepare, plt
 
 READ_HEADS_LOG = "read_heads.jsonl"
