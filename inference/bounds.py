@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pgtm.inference.evaluate import evaluate
+from pgtm.inference.evaluate import check_positive_int, evaluate
 from pgtm.inference.smc import RESAMPLING, smc
 
 __all__ = ["BOUNDS", "check_particles", "iwae_of_groups", "bound_sweep"]
@@ -111,8 +111,7 @@ def bound_sweep(
         raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
     if resampling not in RESAMPLING:
         raise ValueError(f"resampling must be one of {sorted(RESAMPLING)}, got {resampling!r}")
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-        raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+    check_positive_int(max_batch, "max_batch")
     x, c, mask = gtm.check_inputs(x, c, mask)
     B, T = x.shape[:2]
     observed_steps = mask.sum(1).to("cpu", torch.float64)

@@ -48,6 +48,7 @@ __all__ = [
     "PARTICLE_DIM",
     "KHAT_GOOD",
     "KHAT_OK",
+    "check_positive_int",
     "time_index",
     "log_weights",
     "importance_traces",
@@ -112,7 +113,7 @@ def time_index(site_name: str) -> int | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_positive_int(value: Any, name: str) -> int:
+def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
@@ -232,7 +233,7 @@ def importance_traces(
     """The pass behind :func:`log_weights`: the guide's trace under
     ``pyro.plate("particles", K, dim=-3)`` and the model's trace replayed on it, both with their
     log probabilities computed. Arguments as for :func:`log_weights`."""
-    K = _check_positive_int(num_particles, "num_particles")
+    K = check_positive_int(num_particles, "num_particles")
     _check_inputs(x, c, mask)
     guide_trace = poutine.trace(_vectorise(guide, K)).get_trace(x, c=c, mask=mask)
     model_trace = poutine.trace(
@@ -397,8 +398,8 @@ def evaluate(
     :returns: dict as above.
     :raises ValueError: on ``num_particles < 1``, ``chunk_size < 1`` or badly shaped inputs.
     """
-    K = _check_positive_int(num_particles, "num_particles")
-    C = _check_positive_int(chunk_size, "chunk_size")
+    K = check_positive_int(num_particles, "num_particles")
+    C = check_positive_int(chunk_size, "chunk_size")
     B, T = _check_inputs(x, c, mask, recall)
 
     f64 = torch.float64

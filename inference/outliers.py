@@ -18,7 +18,7 @@ from torch import Tensor
 
 from pgtm.inference.evaluate import (
     _check_inputs,
-    _check_positive_int,
+    check_positive_int,
     importance_traces,
     log_weights_of_traces,
     time_index,
@@ -95,10 +95,10 @@ def elbo_outliers(
         ``posterior_scale``, ``prior_loc``, ``prior_scale`` in that dimension.
     :raises ValueError: on a count below 1 or badly shaped inputs.
     """
-    K = _check_positive_int(num_particles, "num_particles")
-    C = _check_positive_int(chunk_size, "chunk_size")
-    _check_positive_int(num_sequences, "num_sequences")
-    _check_positive_int(num_steps, "num_steps")
+    K = check_positive_int(num_particles, "num_particles")
+    C = check_positive_int(chunk_size, "chunk_size")
+    check_positive_int(num_sequences, "num_sequences")
+    check_positive_int(num_steps, "num_steps")
     B, T = _check_inputs(x, c, mask)
     f64 = torch.float64
     log_w_sum = torch.zeros(B, dtype=f64)

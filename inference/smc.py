@@ -46,6 +46,7 @@ import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
+from pgtm.inference.evaluate import check_positive_int
 from pgtm.shapes import cat_features
 
 __all__ = ["RESAMPLING", "SMCResult", "smc", "systematic_ancestors", "multinomial_ancestors"]
@@ -185,15 +186,13 @@ def smc(
     :raises ValueError: on a bad ``num_particles``, ``resampling`` or ``ess_threshold`` or badly
         shaped inputs.
     """
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
+    K = check_positive_int(num_particles, "num_particles")
     if resampling not in RESAMPLING:
         raise ValueError(f"resampling must be one of {sorted(RESAMPLING)}, got {resampling!r}")
     if not isinstance(ess_threshold, (int, float)) or not 0.0 <= ess_threshold <= 1.0:
         raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
     x, c, mask = gtm.check_inputs(x, c, mask)
     ancestors_of = RESAMPLING[resampling]
-    K = num_particles
     B, T = x.shape[:2]
     batch = (B, K)
     encoded = gtm.encoder(x)  # [B, T, F]
