@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgtm.data import _find_binarized_mnist_file, _read_mnist_arrays
+from pgtm.data import find_binarized_mnist_file, read_mnist_arrays
 
 OUT = Path(__file__).resolve().parents[1] / "pgtm" / "_data" / "binarized_mnist_labels.npz"
 
@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", required=True)
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
-    train_x, train_y = _read_mnist_arrays(data_dir, "train")
-    test_x, test_y = _read_mnist_arrays(data_dir, "test")
-    bfile = _find_binarized_mnist_file(data_dir)
+    train_x, train_y = read_mnist_arrays(data_dir, "train")
+    test_x, test_y = read_mnist_arrays(data_dir, "test")
+    bfile = find_binarized_mnist_file(data_dir)
     if bfile is None:
         raise SystemExit(f"no binarized MNIST npz under {data_dir}")
     b = np.load(bfile)

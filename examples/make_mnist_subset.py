@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgtm.data import ENV_VAR, _read_mnist_arrays, bundled_subset_path
+from pgtm.data import ENV_VAR, bundled_subset_path, read_mnist_arrays
 
 MAX_BYTES = 2 * 1024 * 1024
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     arrays: dict[str, np.ndarray] = {}
     for split, n in (("train", args.n_train), ("test", args.n_test)):
-        images, labels = _read_mnist_arrays(Path(args.data_dir), split)
+        images, labels = read_mnist_arrays(Path(args.data_dir), split)
         index = np.sort(rng.choice(len(images), size=n, replace=False))
         arrays[f"{split}_images"] = images[index]
         arrays[f"{split}_labels"] = labels[index]

@@ -28,7 +28,9 @@ Layout (``FORMAT_VERSION == 1``):
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,13 +39,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from pgtm.io import temp_sibling
+from pgtm.io import remove_stale_temp_files, temp_sibling
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "CheckpointRing",
     "FORMAT_VERSION",
     "REQUIRED_KEYS",
     "capture_rng_state",
+    "check_module_state",
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
@@ -52,6 +56,8 @@ __all__ = [
 
 #: File name of the (single, latest) checkpoint inside ``out_dir``.
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Folder (inside ``out_dir``) of the older checkpoints a :class:`CheckpointRing` keeps.
+OLDER_CHECKPOINTS = "checkpoints"
 #: Bumped whenever the layout changes incompatibly.
 FORMAT_VERSION = 1
 #: Keys every checkpoint must have.
@@ -123,20 +129,140 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         RNG states must be CPU tensors, and ``load_state_dict`` of modules/optimisers moves the
         rest to the parameters' device anyway.
     :returns: the checkpoint dictionary.
-    :raises ValueError: if the file is not a checkpoint of a supported format version.
+    :raises ValueError: one line, if the file is not a checkpoint of a supported format version:
+        empty or truncated, holding pickled objects, or with a step that disagrees with its
+        loss history.
     """
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"checkpoint: {path} holds Python objects that a weights-only load refuses (it was "
+            "not written by pgtm, and loading it otherwise could run code); not loaded"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(
+            f"checkpoint: {path} is not a readable checkpoint (empty, truncated or not written "
+            f"by pgtm: {type(e).__name__})"
+        ) from e
     if not isinstance(state, dict):
-        raise ValueError(f"path: {path} does not contain a checkpoint dictionary")
+        raise ValueError(f"checkpoint: {path} does not contain a checkpoint dictionary")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
-        raise ValueError(f"path: checkpoint {path} lacks keys {missing}")
+        raise ValueError(f"checkpoint: {path} lacks keys {missing}")
     if state["format_version"] != FORMAT_VERSION:
         raise ValueError(
-            f"path: checkpoint {path} has format_version {state['format_version']!r}, "
+            f"checkpoint: {path} has format_version {state['format_version']!r}, "
             f"expected {FORMAT_VERSION}"
         )
+    step, losses = state["step"], state["losses"]
+    if not (isinstance(step, int) and torch.is_tensor(losses) and losses.dim() == 1
+            and step == losses.numel()):
+        raise ValueError(
+            f"checkpoint: {path} is inconsistent: step {step!r} must be an integer >= 0 equal to "
+            f"the number of recorded losses ({losses.numel() if torch.is_tensor(losses) else '?'})"
+        )
     return state
+
+
+def check_module_state(module: torch.nn.Module, state: Mapping[str, Any], path) -> None:
+    """Check that ``state`` (a checkpoint's ``"module"``) fits ``module`` before loading it.
+
+    :raises ValueError: one line naming the first differing tensor and how many differ, e.g.
+        when a run folder holds another model's checkpoint.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if not (missing or unexpected or reshaped):
+        return
+    if reshaped:
+        k = reshaped[0]
+        first = (f"{k} has shape {list(state[k].shape)} there and {list(own[k].shape)} in the "
+                 "model built now")
+    elif missing:
+        first = f"it lacks {missing[0]}"
+    else:
+        first = f"it has {unexpected[0]}, which the model built now lacks"
+    raise ValueError(
+        f"checkpoint: {path} holds another model ({first}; {len(reshaped)} tensors differ in "
+        f"shape, {len(missing)} missing, {len(unexpected)} unexpected): build the model with "
+        "the options it was trained with, or use another output folder"
+    )
+
+
+class CheckpointRing:
+    """The newest ``keep`` checkpoints of a run: ``out_dir/checkpoint.pt`` (the newest, the one a
+    resume reads) and the ones before it as ``out_dir/checkpoints/step-<N>.pt``.
+
+    Writing a new checkpoint first hard-links (or copies) the current ``checkpoint.pt`` to its
+    step's name, then replaces ``checkpoint.pt`` atomically, then deletes the oldest beyond
+    ``keep``; a crash at any moment leaves a valid ``checkpoint.pt``.
+
+    :param out_dir: the run folder.
+    :param keep: checkpoints to keep, >= 1.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, keep: int) -> None:
+        self.path = Path(out_dir) / CHECKPOINT_NAME
+        self.older = Path(out_dir) / OLDER_CHECKPOINTS
+        self.keep = keep
+        if self.older.is_dir():
+            remove_stale_temp_files(self.older)
+
+    def older_paths(self) -> list[Path]:
+        """The kept older checkpoints, newest first."""
+        if not self.older.is_dir():
+            return []
+        found = [p for p in self.older.glob("step-*.pt") if p.stem[5:].isdigit()]
+        return sorted(found, key=lambda p: int(p.stem[5:]), reverse=True)
+
+    def newest_step(self) -> int | None:
+        """The step of ``checkpoint.pt``, or ``None`` when there is none."""
+        return int(load_checkpoint(self.path)["step"]) if self.path.is_file() else None
+
+    def save(self, state: Mapping[str, Any], previous_step: int | None) -> Path:
+        """Write ``state`` as the newest checkpoint; ``previous_step`` is the step of the
+        current ``checkpoint.pt`` (``None`` when there is none), which becomes an older one."""
+        if self.keep > 1 and previous_step is not None and self.path.is_file():
+            self.older.mkdir(exist_ok=True)
+            _link_or_copy(self.path, self.older / f"step-{previous_step:08d}.pt")
+        save_checkpoint(state, self.path)
+        for stale in self.older_paths()[max(self.keep - 1, 0):]:
+            stale.unlink()
+        return self.path
+
+    def discard_newest(self) -> bool:
+        """Replace ``checkpoint.pt`` by the newest older checkpoint (atomically); ``False`` when
+        there is no older one (``checkpoint.pt`` stays)."""
+        older = self.older_paths()
+        if not older:
+            return False
+        os.replace(older[0], self.path)
+        _fsync_dir(self.path.parent)
+        return True
+
+    def clear(self) -> None:
+        """Delete every checkpoint of the run (a fresh start with ``resume=False``)."""
+        for path in [self.path, *self.older_paths()]:
+            path.unlink(missing_ok=True)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    tmp = temp_sibling(target)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pyro
 import torch
 
 from pgtm.inference.bounds import bound_sweep
-from pgtm.inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from pgtm.inference.checkpoint import CHECKPOINT_NAME, check_module_state, load_checkpoint
 from pgtm.inference.copy_metrics import COPY_TASKS, exact_match
 from pgtm.inference.evaluate import evaluate, save_json
 from pgtm.inference.lifecycle import RunLock
@@ -52,7 +52,44 @@ def _name(part) -> str:
 def save_run_spec(out_dir, task, memory, model_options: dict, data_dir=None) -> None:
     """Write ``run.json``: how to rebuild the task and the model of a run (for ``pgtm
     evaluate``/``pgtm sample``)."""
-    spec = {
+    save_json(run_spec(task, memory, model_options, data_dir), Path(out_dir) / RUN_SPEC)
+
+
+#: what must agree between a run folder and the run asked to continue it
+_SPEC_KEYS = (("model",), ("model_options",), ("task", "name"), ("task", "options"),
+              ("task", "binarize"))
+
+
+def check_same_run(out_dir, spec: dict) -> None:
+    """Before a resume loads any weights: the run in ``out_dir`` (if it has a checkpoint) must
+    be the one ``spec`` describes.
+
+    :raises ValueError: one line saying what differs, e.g. ``model: 'vrnn' there, 'dnc' now``.
+    """
+    out = Path(out_dir)
+    if not ((out / RUN_SPEC).is_file() and (out / CHECKPOINT_NAME).is_file()):
+        return
+    old = read_run_spec(out)
+    differences = []
+    for path in _SPEC_KEYS:
+        there, now = old, spec
+        for key in path:
+            there, now = there.get(key, {}), now.get(key, {})
+        if isinstance(now, dict) and isinstance(there, dict):
+            differences += [f"{k}: {there.get(k)!r} there, {now.get(k)!r} now"
+                            for k in sorted(set(there) | set(now)) if there.get(k) != now.get(k)]
+        elif there != now:
+            differences.append(f"{path[-1]}: {there!r} there, {now!r} now")
+    if differences:
+        raise ValueError(
+            f"out: {out} holds a run with other settings ({'; '.join(differences)}); resume it "
+            "with its own options, or use another output folder or --restart"
+        )
+
+
+def run_spec(task, memory, model_options: dict, data_dir=None) -> dict:
+    """The ``run.json`` of a run (see :func:`save_run_spec`)."""
+    return {
         "task": {
             "name": task.name,
             "binarize": getattr(task, "binarize", "dynamic"),
@@ -65,7 +102,6 @@ def save_run_spec(out_dir, task, memory, model_options: dict, data_dir=None) -> 
         "threads": {"intra_op": torch.get_num_threads(),
                     "inter_op": torch.get_num_interop_threads()},
     }
-    save_json(spec, Path(out_dir) / RUN_SPEC)
 
 
 def completed_results(run_dir, steps: int) -> dict | None:
@@ -90,15 +126,40 @@ def load_run(run_dir, device: str = "cpu", data_dir=None):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run / name} not found: RUN_DIR must be a folder written by "
                                     "'pgtm train'")
-    spec = json.loads((run / RUN_SPEC).read_text())
+    spec = read_run_spec(run)
     task_spec = spec["task"]
-    task = make_task(
-        task_spec["name"], data_dir=data_dir or task_spec["data_dir"],
-        binarize=task_spec["binarize"], **task_spec["options"],
-    )
-    gtm = build_for_task(spec["model"], task, **spec["model_options"])
-    gtm.load_state_dict(load_checkpoint(run / CHECKPOINT_NAME)["module"])
+    try:
+        task = make_task(
+            task_spec["name"], data_dir=data_dir or task_spec["data_dir"],
+            binarize=task_spec["binarize"], **task_spec["options"],
+        )
+        gtm = build_for_task(spec["model"], task, **spec["model_options"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"run.json: {run / RUN_SPEC} does not describe a run ({e!r})") from e
+    except ValueError as e:
+        if str(e).startswith("data_dir"):
+            raise
+        raise ValueError(f"run.json: {run / RUN_SPEC} cannot be rebuilt: {e}") from e
+    ckpt = load_checkpoint(run / CHECKPOINT_NAME)
+    check_module_state(gtm, ckpt["module"], run / CHECKPOINT_NAME)
+    gtm.load_state_dict(ckpt["module"])
     return gtm.to(device).eval(), task
+
+
+def read_run_spec(run_dir) -> dict:
+    """The ``run.json`` of a run folder.
+
+    :raises ValueError: one line, when it is not the JSON object ``pgtm train`` writes.
+    """
+    path = Path(run_dir) / RUN_SPEC
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"run.json: {path} is not valid JSON ({e})") from e
+    if not (isinstance(spec, dict) and isinstance(spec.get("task"), dict)
+            and {"model", "model_options"} <= set(spec)):
+        raise ValueError(f"run.json: {path} lacks the task, model or model_options of a run")
+    return spec
 
 
 def default_likelihood(task) -> str:
@@ -221,7 +282,10 @@ def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
     gtm = build_for_task(memory, task, **model_options)
     # built after the GTM, so its initial weights do not depend on memory forcing
     regulariser = None if memory_forcing is None else MemoryForcing(gtm, **memory_forcing)
-    save_run_spec(out, task, memory, model_options, data_dir)
+    spec = run_spec(task, memory, model_options, data_dir)
+    if resume:
+        check_same_run(out, spec)
+    save_json(spec, out / RUN_SPEC)
     parameters = count_parameters(gtm)
     progress_batch = test_batch(task, progress_eval_sequences)
 

@@ -7,16 +7,24 @@ Implemented here: ``pgtm data preview``.  Placeholders for ``train``, ``evaluate
 are marked below; their owners add a ``register`` function (e.g. in ``pgtm.inference``) and one
 line to :data:`COMMANDS` (or call :func:`register_command` before :func:`main`).
 
-Errors raised by our code (:class:`ValueError`, :class:`FileNotFoundError`) are printed as one
-line ``pgtm: error: ...`` on stderr with exit status 2, without a traceback.  :func:`main` returns
-the exit status (it never raises :class:`SystemExit`), so ``sys.exit(main())`` is the script.
+Every failure is one line on stderr. Bad input (a usage error, or a :class:`ValueError` /
+:class:`OSError` raised by our code) is ``pgtm ...: error: ...`` naming the option, with exit
+status 2; an API parameter named in a message is shown as its option (``recall_length`` becomes
+``--recall-length``; a command adds names of its own with ``set_defaults(option_names=...)``).
+Anything else is one line with exit status 1 and a hint; ``--debug`` (or ``PGTM_DEBUG=1``)
+shows the traceback. :func:`main` returns the exit status (it never raises
+:class:`SystemExit`), so ``sys.exit(main())`` is the script.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
+import re
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -24,6 +32,11 @@ from pgtm.allocator import keep_freed_memory
 
 __all__ = [
     "COMMANDS",
+    "Parser",
+    "device",
+    "non_empty_path",
+    "integer",
+    "number",
     "add_data_options",
     "add_task_options",
     "add_threads_option",
@@ -34,6 +47,99 @@ __all__ = [
 ]
 
 Register = Callable[["argparse._SubParsersAction"], None]
+
+
+# ----------------------------------------------------------------------------------------------
+# the parser: one-line usage errors, defaults in the help, checked option types
+
+
+class Parser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose usage errors are one line (and whose help
+    shows every default)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless it says its default already or has
+    none worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = (None, False, argparse.SUPPRESS)
+        if "default" in text or action.default in quiet or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An option type: an integer in ``[low, high]`` (``high=None``: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def number(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
+           high_open: bool = False, off: bool = False) -> Callable[[str], float | None]:
+    """An option type: a finite number in the interval from ``low`` to ``high`` (open at the
+    ends marked so); with ``off=True`` the word ``off`` gives ``None``."""
+
+    def parse(text: str) -> float | None:
+        if off and text == "off":
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = math.isfinite(value) and (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high)
+        if not inside:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(
+                f"expected a number in {interval}{' or off' if off else ''}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def device(text: str) -> str:
+    """An option type: ``cpu``, ``cuda`` or ``cuda:N`` of a GPU that is present."""
+    kind, _, index = text.partition(":")
+    if text != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    if kind == "cuda":
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} was asked for but torch sees no CUDA GPU here; use cpu")
+        if index and int(index) >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: only {count} CUDA GPU(s) present")
+    return text
+
+
+def non_empty_path(text: str) -> str:
+    """An option type: a path that is not empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got ''")
+    return text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -55,8 +161,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--binarize",
         default="dynamic",
-        metavar="MODE",
-        help="binarisation: dynamic (default), fixed or none",
+        choices=("dynamic", "fixed", "none"),
+        help="binarisation: dynamic (a fresh sample per batch), fixed (one per image) or none "
+        "(grey levels)",
     )
 
 
@@ -68,7 +175,7 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-l",
         "--prerecall-length",
-        type=int,
+        type=integer(1),
         default=None,
         metavar="L",
         help="pre-recall length l (task default if omitted)",
@@ -76,7 +183,7 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-k",
         "--recall-length",
-        type=int,
+        type=integer(1),
         default=None,
         metavar="K",
         help="recall length k (task default if omitted)",
@@ -86,17 +193,13 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
 def add_optimisation_options(parser, default_steps: int) -> None:
     """``--steps``, ``--batch-size``, ``--learning-rate`` and ``--kl-anneal-steps`` (the fields of
     :class:`~pgtm.inference.train.TrainConfig` every training entry point exposes)."""
-    parser.add_argument(
-        "--steps", type=int, default=default_steps, help=f"SVI steps (default {default_steps})"
-    )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument(
-        "--kl-anneal-steps",
-        type=int,
-        default=0,
-        help="length of the linear KL warm-up in steps (0: none)",
-    )
+    parser.add_argument("--steps", type=integer(1), default=default_steps,
+                        help="SVI steps in all (a resumed run continues up to this)")
+    parser.add_argument("--batch-size", type=integer(1), default=32, help="sequences per step")
+    parser.add_argument("--learning-rate", type=number(0, low_open=True), default=1e-3,
+                        help="Adam learning rate")
+    parser.add_argument("--kl-anneal-steps", type=integer(0), default=0,
+                        help="length of the linear KL warm-up in steps (0: none)")
 
 
 #: Default torch intra-op threads of every command. Torch's own default (one per core) made the
@@ -109,7 +212,7 @@ def add_threads_option(parser) -> None:
     """``--threads N`` (default :data:`DEFAULT_THREADS`); apply it with :func:`set_threads`."""
     parser.add_argument(
         "--threads",
-        type=int,
+        type=integer(1),
         default=DEFAULT_THREADS,
         help=f"torch CPU threads (default {DEFAULT_THREADS}: fastest beside other busy "
         "processes; run one process per core)",
@@ -161,17 +264,20 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def _register_data(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="inspect data sets and tasks")
+    data = subparsers.add_parser("data", help="inspect data sets and tasks",
+                                 description="Inspect data sets and tasks.")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     preview = data_sub.add_parser(
         "preview", help="write a PNG grid of sampled sequences (recall frames in red)"
     )
     add_task_options(preview)
-    preview.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
+    preview.add_argument("--out", required=True, type=non_empty_path, metavar="FILE.png",
+                         help="PNG file to write")
     add_data_options(preview)
-    preview.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    preview.add_argument("--n", type=int, default=4, help="number of sequences (default 4)")
-    preview.add_argument("--split", default="train", help="train (default) or test")
+    preview.add_argument("--seed", type=integer(0), default=0, help="generator seed")
+    preview.add_argument("--n", type=integer(1), default=4, help="number of sequences")
+    preview.add_argument("--split", default="train", choices=("train", "test"),
+                         help="which pool the images come from")
     preview.set_defaults(func=_cmd_data_preview)
 
 
@@ -186,16 +292,16 @@ def register_command(name: str, register: Register) -> None:
     COMMANDS[name] = register
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The top-level parser with every command in :data:`COMMANDS`."""
     from .commands import REGISTER
 
     for name, register in REGISTER.items():
         COMMANDS.setdefault(name, register)
-    parser = argparse.ArgumentParser(
-        prog="pgtm", description="Generative temporal models with memory (Pyro)."
-    )
+    parser = Parser(prog="pgtm", description="Generative temporal models with memory (Pyro).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also PGTM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS.values():
         register(sub)
@@ -210,24 +316,69 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"pgtm: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def _options_by_name(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``dest -> how the user wrote it`` (``recall_length -> --recall-length``, ``task ->
+    TASK``) over the parser and all its sub-parsers."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                names.update(_options_by_name(sub))
+        elif action.dest != "help":
+            longest = max(action.option_strings, key=len) if action.option_strings else None
+            names.setdefault(action.dest, longest or action.metavar or action.dest.upper())
+    return names
+
+
+_LEADING_NAME = re.compile(r"^([a-z][a-z0-9_]*)(?=[\s:=])")
+
+
+_SNAKE_NAME = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
+
+
+def _as_option(message: str, options: dict[str, str]) -> str:
+    """``"recall_length must be ..."`` -> ``"--recall-length must be ..."``: the leading word,
+    and any ``snake_case`` word, that names an option is written as the option."""
+    match = _LEADING_NAME.match(message)
+    if match and match.group(1) in options:
+        message = options[match.group(1)] + message[match.end():]
+    return _SNAKE_NAME.sub(lambda m: options.get(m.group(0), m.group(0)), message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 usage or data error)."""
+    """Run the CLI; returns the exit status (0 ok, 1 failure, 2 bad input, 128 + N after
+    signal N)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse usage errors and --help
         return exc.code if isinstance(exc.code, int) else 2
+    debug = args.debug or os.environ.get("PGTM_DEBUG", "") not in ("", "0")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="pgtm: %(message)s"
     )
     keep_freed_memory()
+    prog = "pgtm"
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one line per warning, no source echo
         try:
             status = args.func(args)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"pgtm: error: {_one_line(err)}", file=sys.stderr)
+        except (ValueError, OSError) as err:
+            if debug:
+                traceback.print_exc()
+            names = {**_options_by_name(parser), **getattr(args, "option_names", {})}
+            message = _as_option(_one_line(err), names)
+            print(f"{prog}: error: {message}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as err:  # a failure of ours: still one line, the traceback on request
+            if debug:
+                traceback.print_exc()
+            print(f"{prog}: error: {type(err).__name__}: {_one_line(err)} (rerun with --debug "
+                  "for the traceback)", file=sys.stderr)
+            return 1
     return 0 if status is None else int(status)
 
 

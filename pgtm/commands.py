@@ -11,6 +11,10 @@ from pgtm.cli import (
     add_optimisation_options,
     add_task_options,
     add_threads_option,
+    device,
+    integer,
+    non_empty_path,
+    number,
     set_threads,
     task_from_args,
 )
@@ -21,20 +25,27 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="introspective", choices=sorted(MEMORIES),
-                       help="memory of the GTM (vrnn = none); default introspective")
-    group.add_argument("--prior", default="learned-gaussian", choices=sorted(PRIORS))
-    group.add_argument("--posterior", default="gaussian", choices=sorted(POSTERIORS))
+                       help="memory of the GTM (vrnn: none)")
+    group.add_argument("--prior", default="learned-gaussian", choices=sorted(PRIORS),
+                       help="prior p(z_t | context)")
+    group.add_argument("--posterior", default="gaussian", choices=sorted(POSTERIORS),
+                       help="posterior q(z_t | context, x_t)")
     group.add_argument("--likelihood", default=None, choices=sorted(LIKELIHOODS),
-                       help="default: bernoulli for binarised frames, else continuous-bernoulli")
-    group.add_argument("--latent-size", type=int, default=32)
-    group.add_argument("--controller-size", type=int, default=256)
-    group.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"))
-    group.add_argument("--num-heads", type=int, default=None, help="memory read heads")
+                       help="p(x_t | z_t, context); default: bernoulli for binarised frames, "
+                       "else continuous-bernoulli")
+    group.add_argument("--latent-size", type=integer(1), default=32, help="size of z_t")
+    group.add_argument("--controller-size", type=integer(1), default=256,
+                       help="LSTM controller hidden size")
+    group.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"),
+                       help="frame encoder/decoder: conv, mlp, or auto (conv for 28x28 image "
+                       "frames, mlp for vector frames)")
+    group.add_argument("--num-heads", type=integer(1), default=None,
+                       help="memory read heads (introspective, ntm, lru, dnc; default 5)")
     group.add_argument("--weighting", default=None,
                        choices=("softplus", "softmax", "unnormalised"),
                        help="introspective read weights (default softplus)")
-    group.add_argument("--sparsity", type=float, default=None,
-                       help="introspective l1/2 penalty alpha (default 0)")
+    group.add_argument("--sparsity", type=number(0), default=None,
+                       help="introspective l1/2 penalty alpha >= 0 (default 0)")
     _add_memory_specific_options(group)
     group.add_argument("--orthogonal-init", action="store_true",
                        help="orthogonal initialisation of the controller's recurrent matrix")
@@ -42,39 +53,43 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 #: command-line flag -> (model, option of its memory, type, help)
 _MEMORY_SPECIFIC_OPTIONS = {
-    "--fast-size": ("fast-weights", "size", int, "fast-weights hidden/read size (default 160)"),
+    "--fast-size": ("fast-weights", "size", integer(1),
+                    "fast-weights hidden/read size (default 160)"),
     "--fast-decay": (
-        "fast-weights", "decay", float, "fast-weights decay lambda in [0, 1] (default 0.9)"
+        "fast-weights", "decay", number(0, 1), "fast-weights decay lambda in [0, 1] (default 0.9)"
     ),
     "--fast-learning-rate": (
-        "fast-weights", "fast_learning_rate", float,
+        "fast-weights", "fast_learning_rate", number(0, low_open=True),
         "fast-weights learning rate eta > 0 (default 0.5)",
     ),
     "--inner-steps": (
-        "fast-weights", "inner_steps", int, "fast-weights inner-loop steps S >= 1 (default 1)"
+        "fast-weights", "inner_steps", integer(1),
+        "fast-weights inner-loop steps S >= 1 (default 1)",
     ),
-    "--kanerva-slots": ("kanerva", "num_slots", int, "kanerva memory slots K (default 32)"),
+    "--kanerva-slots": ("kanerva", "num_slots", integer(1),
+                        "kanerva memory slots K (default 32)"),
     "--kanerva-code-size": (
-        "kanerva", "code_size", int, "kanerva code/read size C (default 160)"
+        "kanerva", "code_size", integer(1), "kanerva code/read size C (default 160)"
     ),
     "--kanerva-address-regulariser": (
-        "kanerva", "address_regulariser", float,
+        "kanerva", "address_regulariser", number(0, low_open=True),
         "kanerva least-squares address ridge lambda > 0 (default 1)",
     ),
     "--kanerva-write-noise": (
-        "kanerva", "write_noise", float, "kanerva write-noise variance sigma^2 > 0 (default 1)"
+        "kanerva", "write_noise", number(0, low_open=True),
+        "kanerva write-noise variance sigma^2 > 0 (default 1)",
     ),
     "--dnc-read-strength-init": (
-        "dnc", "read_strength_init", float,
+        "dnc", "read_strength_init", number(1, low_open=True),
         "dnc read key strength beta > 1 at initialisation (default about 1.7)",
     ),
     "--dnc-content-mode-init": (
-        "dnc", "content_mode_init", float,
+        "dnc", "content_mode_init", number(0, 1, low_open=True, high_open=True),
         "dnc probability of the content read mode at initialisation, in (0, 1) "
         "(default about 1/3)",
     ),
     "--dnc-time-stamp-size": (
-        "dnc", "time_stamp_size", int,
+        "dnc", "time_stamp_size", integer(0),
         "dnc time-stamp size D (even, < word size): the last D numbers of each word stamp the "
         "step that wrote it (default 0: none)",
     ),
@@ -113,6 +128,8 @@ def model_options_from_args(args) -> dict:
         if args.model == "kanerva":
             raise ValueError("--num-heads does not apply to --model kanerva (it has one read; "
                              "its read size is --kanerva-code-size)")
+        if args.model == "vrnn":
+            raise ValueError("--num-heads does not apply to --model vrnn (it has no memory)")
         options["num_heads"] = args.num_heads
     for name in ("weighting", "sparsity"):
         if getattr(args, name) is not None:
@@ -141,12 +158,12 @@ def _add_memory_forcing_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--memory-forcing", action="store_true",
                        help="train with Memory Forcing: discriminators on the controller's "
                        "hidden states and on the memory")
-    group.add_argument("--mf-weight", type=float, default=None,
+    group.add_argument("--mf-weight", type=number(0), default=None,
                        help="weight of the adversarial generator term (default 1)")
-    group.add_argument("--mf-accuracy-gate", type=float, default=None,
+    group.add_argument("--mf-accuracy-gate", type=number(0, 1), default=None,
                        help="the generator term counts only when a discriminator's batch "
                        "accuracy is above this (default 0.75)")
-    group.add_argument("--mf-update-gate", type=float, default=None,
+    group.add_argument("--mf-update-gate", type=number(0, 1), default=None,
                        help="a discriminator is updated only while its batch accuracy is below "
                        "this (default 0.99)")
 
@@ -178,8 +195,11 @@ def _cmd_train(args) -> int:
         num_particles=_train_particles(args),
         device=args.device, seed=args.seed, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, out_dir=args.out,
-        progress=not args.no_progress,
+        progress=not args.no_progress, keep_checkpoints=args.keep_checkpoints,
+        on_divergence=args.on_divergence, rollback_lr_factor=args.rollback_lr_factor,
+        max_rollbacks=args.max_rollbacks, max_loss_ratio=args.max_loss_ratio,
     )
+    _check_output_folder(args.out)
     finished = None if args.restart else completed_results(args.out, config.steps)
     if finished is not None:
         print(f"pgtm: {args.out} is complete at step {finished['steps']}: nothing to train "
@@ -203,11 +223,45 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _check_output_folder(path: str) -> None:
+    """``--out`` must be a folder this process can create and write into."""
+    import os
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out: {folder} is a file; expected a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out: cannot create the folder {folder} ({e.strerror})") from e
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out: the folder {folder} is not writable")
+
+
+def _check_output_file(path: str, suffixes: tuple[str, ...] | None = None) -> None:
+    """``--out`` must name a file (not a folder) in an existing folder, of a known format."""
+    from pathlib import Path
+
+    file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"--out: {file} is a folder; expected a file name")
+    if not file.parent.is_dir():
+        raise ValueError(f"--out: the folder {file.parent} does not exist")
+    if suffixes is not None and file.suffix.lower().lstrip(".") not in suffixes:
+        raise ValueError(f"--out: {file} must end in one of "
+                         f"{', '.join('.' + s for s in suffixes)}")
+
+
+def _picture_formats() -> tuple[str, ...]:
+    from matplotlib.figure import Figure
+
+    return tuple(sorted(Figure().canvas.get_supported_filetypes()))
+
+
 def _train_particles(args) -> int:
     if args.train_particles is None:
         return 4 if args.elbo == "fivo" else 1
-    if args.train_particles < 1:
-        raise ValueError(f"--train-particles must be >= 1, got {args.train_particles}")
     return args.train_particles
 
 
@@ -225,29 +279,54 @@ def _register_train(subparsers) -> None:
     add_data_options(parser)
     _add_model_options(parser)
     group = parser.add_argument_group("training")
-    group.add_argument("--out", required=True, metavar="DIR",
+    group.add_argument("--out", required=True, type=non_empty_path, metavar="DIR",
                        help="run folder: checkpoint, log, results, pictures")
     add_optimisation_options(group, default_steps=1000)
-    group.add_argument("--clip-norm", type=float, default=10.0)
+    group.add_argument("--clip-norm", type=number(0, low_open=True), default=10.0,
+                       help="ClippedAdam's element-wise gradient clamp")
     group.add_argument("--elbo", default="trace", choices=("trace", "meanfield", "fivo"),
-                       help="objective: trace (Trace_ELBO, default), meanfield "
-                       "(TraceMeanField_ELBO) or fivo (the particle filter's bound)")
-    group.add_argument("--train-particles", type=int, default=None, metavar="K",
+                       help="objective: trace (Trace_ELBO), meanfield (TraceMeanField_ELBO) or "
+                       "fivo (the particle filter's bound)")
+    group.add_argument("--train-particles", type=integer(1), default=None, metavar="K",
                        help="particles of the objective per sequence (default 1; 4 for fivo)")
-    group.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    group.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     add_threads_option(group)
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--eval-every", type=int, default=250)
-    group.add_argument("--checkpoint-every", type=int, default=250)
-    group.add_argument("--log-every", type=int, default=10)
-    group.add_argument("--eval-sequences", type=int, default=64,
+    group.add_argument("--seed", type=integer(0), default=0,
+                       help="seeds the batches, the initial weights and Pyro's sampling")
+    group.add_argument("--eval-every", type=integer(1), default=250,
+                       help="steps between held-out evaluations (1 sample each)")
+    group.add_argument("--checkpoint-every", type=integer(1), default=250,
+                       help="steps between checkpoints")
+    group.add_argument("--log-every", type=integer(1), default=10,
+                       help="steps per log.csv row; its loss column is the mean negative ELBO "
+                       "summed over the batch, in nats")
+    group.add_argument("--eval-sequences", type=integer(1), default=64,
                        help="held-out sequences of the final evaluation")
-    group.add_argument("--iwae-particles", type=int, default=100)
+    group.add_argument("--iwae-particles", type=integer(1), default=100,
+                       help="K of the final importance-weighted bound")
     group.add_argument("--restart", action="store_true",
                        help="start afresh instead of resuming from DIR/checkpoint.pt")
-    group.add_argument("--no-progress", action="store_true")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    safety = parser.add_argument_group("checkpoints and divergence")
+    safety.add_argument("--keep-checkpoints", type=integer(1), default=2,
+                        help="checkpoints kept: DIR/checkpoint.pt and the ones before it in "
+                        "DIR/checkpoints/")
+    safety.add_argument("--on-divergence", default="stop", choices=("stop", "rollback"),
+                        help="on a non-finite or exploding loss: stop, naming the last good "
+                        "checkpoint, or roll back to it with a lower learning rate")
+    safety.add_argument("--rollback-lr-factor", type=number(0, 1, low_open=True,
+                                                            high_open=True),
+                        default=0.5, help="learning-rate multiplier per rollback")
+    safety.add_argument("--max-rollbacks", type=integer(1), default=3,
+                        help="rollbacks allowed before divergence stops the run")
+    safety.add_argument("--max-loss-ratio", type=number(1, low_open=True, off=True),
+                        default=100.0,
+                        help="a step whose loss exceeds the median of the last 100 by more than "
+                        "this times its magnitude has diverged; off disables the guard")
     _add_memory_forcing_options(parser)
-    parser.set_defaults(func=_cmd_train)
+    memory_options = {name: flag for flag, (_, name, _, _) in _MEMORY_SPECIFIC_OPTIONS.items()}
+    forcing_options = {name: flag for flag, name in _MEMORY_FORCING_OPTIONS.items()}
+    parser.set_defaults(func=_cmd_train, option_names={**memory_options, **forcing_options})
 
 
 def _cmd_evaluate(args) -> int:
@@ -262,14 +341,10 @@ def _cmd_evaluate(args) -> int:
     )
     from pgtm.plotting import plot_bounds_vs_particles
 
-    if any(k < 1 for k in args.particles):
-        raise ValueError(f"--particles must be integers >= 1, got {args.particles}")
-    if not 0.0 <= args.ess_threshold <= 1.0:
-        raise ValueError(f"--ess-threshold must be in [0, 1], got {args.ess_threshold}")
-    if args.outliers < 0:
-        raise ValueError(f"--outliers must be >= 0, got {args.outliers}")
     if args.outliers and args.bound == "smc":
         raise ValueError("--outliers needs the IWAE pass: use --bound iwae or both")
+    if args.out is not None:
+        _check_output_file(args.out, ("json",))
     set_threads(args.threads)
     gtm, task = load_run(args.run, device=args.device, data_dir=args.data_dir)
     batch = test_batch(task, args.sequences)
@@ -335,9 +410,11 @@ def _print_outliers(outliers: list[dict]) -> None:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """The trained run to load, and where."""
     parser.add_argument("run", metavar="RUN_DIR", help="folder written by pgtm train")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data-dir", default=None, help="override the run's data folder")
+    parser.add_argument("--seed", type=integer(0), default=0,
+                        help="seeds the held-out sequences and the samples")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="override the run's data folder")
     add_threads_option(parser)
 
 
@@ -347,20 +424,22 @@ def _register_evaluate(subparsers) -> None:
         help="ELBO, IWAE and SMC bounds at one or more K, per sequence and per frame, per-step "
         "KL and PSIS k-hat of a trained run")
     _add_run_options(parser)
-    parser.add_argument("--particles", type=int, nargs="+", default=[1000], metavar="K",
+    parser.add_argument("--particles", type=integer(1), nargs="+", default=[1000], metavar="K",
                         help="particle counts, e.g. 1 10 100 1000 (default 1000)")
     parser.add_argument("--bound", default="iwae", choices=("iwae", "smc", "both"),
                         help="iwae (with the ELBO, per-step KL and PSIS; default), smc (the "
                         "particle filter's bound) or both")
     parser.add_argument("--resampling", default="systematic",
                         choices=("systematic", "multinomial"), help="SMC resampling scheme")
-    parser.add_argument("--ess-threshold", type=float, default=0.5,
+    parser.add_argument("--ess-threshold", type=number(0, 1), default=0.5,
                         help="SMC resamples when ESS <= this * K (0: never, 1: every step; "
                         "default 0.5)")
-    parser.add_argument("--chunk-size", type=int, default=100)
-    parser.add_argument("--sequences", type=int, default=64, help="held-out sequences")
-    parser.add_argument("--out", default=None, metavar="FILE.json")
-    parser.add_argument("--outliers", type=int, default=0, metavar="N",
+    parser.add_argument("--chunk-size", type=integer(1), default=100,
+                        help="particles per vectorised pass (bounds the memory used)")
+    parser.add_argument("--sequences", type=integer(1), default=64, help="held-out sequences")
+    parser.add_argument("--out", default=None, type=non_empty_path, metavar="FILE.json",
+                        help="default: RUN_DIR/evaluation_k<K...>.json")
+    parser.add_argument("--outliers", type=integer(0), default=0, metavar="N",
                         help="also show the samples behind the N lowest per-sequence ELBOs")
     parser.set_defaults(func=_cmd_evaluate)
 
@@ -371,6 +450,7 @@ def _cmd_sample(args) -> int:
     from pgtm.inference.experiment import load_run, test_batch
     from pgtm.plotting import plot_read_weights, save_sequences
 
+    _check_output_file(args.out, _picture_formats())
     set_threads(args.threads)
     gtm, task = load_run(args.run, device=args.device, data_dir=args.data_dir)
     if not 0 <= args.observe <= task.length:
@@ -397,10 +477,11 @@ def _register_sample(subparsers) -> None:
     parser = subparsers.add_parser(
         "sample", help="generate sequences from a trained run (optionally observing a prefix)")
     _add_run_options(parser)
-    parser.add_argument("--out", required=True, metavar="FILE.png")
-    parser.add_argument("--observe", type=int, default=0,
+    parser.add_argument("--out", required=True, type=non_empty_path, metavar="FILE.png",
+                        help="picture to write (its suffix sets the format)")
+    parser.add_argument("--observe", type=integer(0), default=0,
                         help="observe the first N frames of held-out sequences, generate the rest")
-    parser.add_argument("--num", type=int, default=8, help="number of sequences")
+    parser.add_argument("--num", type=integer(1), default=8, help="number of sequences")
     parser.set_defaults(func=_cmd_sample)
 
 

@@ -44,9 +44,6 @@ matches the loaded arrays by checksum; otherwise ``labels`` is ``None``.
 
 from __future__ import annotations
 
-import functools
-import gzip
-import hashlib
 import logging
 import os
 import warnings
@@ -56,7 +53,27 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .data_files import (
+    BIN_NPZ,
+    BINARIZED_SPLITS,
+    ENV_VAR,
+    IMAGE_SIZE,
+    PKG_DATA,
+    cached_binarized,
+    cached_mnist,
+    cached_omniglot,
+    cached_subset,
+    data_root,
+    download_root,
+    downscale_images,
+    find_binarized_mnist_file,
+    find_mnist_dir,
+    find_omniglot,
+    mnist_dirs,
+    not_found,
+    to_float,
+)
 
 __all__ = [
     "BINARIZE_MODES",
@@ -73,27 +90,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENV_VAR = "PGTM_DATA_DIR"
 DATASET_NAMES = ("mnist", "binarized-mnist", "omniglot")
 SPLITS = {
     "mnist": ("train", "test"),
-    "binarized-mnist": ("train", "valid", "test"),
+    "binarized-mnist": BINARIZED_SPLITS,
     "omniglot": ("train", "test"),
 }
 BINARIZE_MODES = ("none", "fixed", "dynamic")
-IMAGE_SIZE = 28
 
-_PKG_DATA = Path(__file__).resolve().parent / "_data"
 _SUBSET_FILE = "mnist_subset.npz"
-_BIN_LABELS_FILE = "binarized_mnist_labels.npz"
-_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-_BIN_NPZ = "binarized_mnist_larochelle.npz"
-_OMNI_NPZ = "omniglot_105_uint8.npz"
-_OMNI_SETS = {"train": "background", "test": "evaluation"}
-_N_BACKGROUND_CHARS = 964
 
 
 class ImageSet(NamedTuple):
@@ -159,26 +164,6 @@ def binarize_frames(
     return torch.bernoulli(x, generator=generator)
 
 
-def downscale_images(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Downscale square images with antialiasing (bilinear, ``antialias=True``).
-
-    :param images: float ``[N, 1, H, W]`` in ``[0, 1]``.
-    :param size: output side length.
-    :returns: float ``[N, 1, size, size]`` clamped to ``[0, 1]``.
-    """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 1:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
-        raise ValueError(f"images must have shape [N, 1, H, W]; got {shape}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be a floating-point tensor in [0, 1]; got {images.dtype}")
-    if size < 1:
-        raise ValueError(f"size must be >= 1; got {size}")
-    out = F.interpolate(
-        images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
-    return out.clamp_(0.0, 1.0)
-
-
 def omniglot_by_character(images: ImageSet | torch.Tensor, labels: torch.Tensor | None = None):
     """Regroup Omniglot drawings by character.
 
@@ -209,195 +194,7 @@ def omniglot_by_character(images: ImageSet | torch.Tensor, labels: torch.Tensor 
 
 def bundled_subset_path() -> Path:
     """Path of the MNIST subset shipped in the package (``pgtm/_data/mnist_subset.npz``)."""
-    return _PKG_DATA / _SUBSET_FILE
-
-
-# ----------------------------------------------------------------------------------------------
-# file finding and decoding
-
-
-def _data_root(data_dir: str | os.PathLike | None) -> tuple[Path | None, str]:
-    if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser(), f"data_dir={data_dir}"
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser(), f"{ENV_VAR}={env}"
-    return None, f"no data_dir given and {ENV_VAR} not set"
-
-
-def _download_root(root: Path | None) -> Path:
-    if root is not None:
-        return root
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "pgtm"
-
-
-def _existing(path: Path) -> Path | None:
-    if path.is_file():
-        return path
-    gz = path.with_name(path.name + ".gz")
-    return gz if gz.is_file() else None
-
-
-def _mnist_dirs(root: Path) -> list[Path]:
-    return [root / "MNIST" / "raw", root / "raw", root]
-
-
-def _find_mnist_dir(root: Path, split: str) -> Path | None:
-    for d in _mnist_dirs(root):
-        if all(_existing(d / f) for f in _MNIST_FILES[split]):
-            return d
-    return None
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an idx file of unsigned bytes")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims} but holds {arr.size} values")
-    return arr.reshape(dims).copy()
-
-
-def _read_mnist_arrays(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 [N, 28, 28], labels uint8 [N])`` from the idx files under ``root``."""
-    d = _find_mnist_dir(root, split)
-    if d is None:
-        raise FileNotFoundError(f"no MNIST {split} idx files under {root}")
-    img_file, lab_file = (_existing(d / f) for f in _MNIST_FILES[split])
-    images, labels = _read_idx(img_file), _read_idx(lab_file)
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
-        raise ValueError(f"{d}: unexpected MNIST shapes {images.shape} / {labels.shape}")
-    return images, labels
-
-
-def _find_binarized_mnist_file(root: Path) -> Path | None:
-    for d in (root / "binarized_mnist", root):
-        if (d / _BIN_NPZ).is_file():
-            return d / _BIN_NPZ
-        if all((d / f"binarized_mnist_{s}.amat").is_file() for s in SPLITS["binarized-mnist"]):
-            return d
-    return None
-
-
-def _find_omniglot(root: Path, split: str) -> Path | None:
-    for d in (root / "omniglot", root):
-        if (d / _OMNI_NPZ).is_file():
-            return d / _OMNI_NPZ
-    for d in (root / "omniglot-py", root):
-        if (d / f"images_{_OMNI_SETS[split]}").is_dir():
-            return d / f"images_{_OMNI_SETS[split]}"
-    return None
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_mnist(root: str, split: str) -> tuple[np.ndarray, np.ndarray, str]:
-    images, labels = _read_mnist_arrays(Path(root), split)
-    return images, labels, str(_find_mnist_dir(Path(root), split))
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_subset(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as f:
-        return f[f"{split}_images"], f[f"{split}_labels"]
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_binarized(path: str, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-    p = Path(path)
-    if p.is_dir():
-        arr = np.loadtxt(p / f"binarized_mnist_{split}.amat", dtype=np.uint8)
-    else:
-        with np.load(p) as f:
-            arr = f[split]
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    if arr.ndim != 2 or arr.shape[1] != 784 or arr.max(initial=0) > 1:
-        raise ValueError(f"{path}: binarized MNIST {split} must be 0/1 of shape [n, 784]")
-    labels = None
-    lab_file = _PKG_DATA / _BIN_LABELS_FILE
-    if lab_file.is_file():
-        with np.load(lab_file) as f:
-            if str(f[f"{split}_sha256"]) == hashlib.sha256(arr.tobytes()).hexdigest():
-                labels = f[f"{split}_labels"]
-    return arr.reshape(-1, 28, 28), labels
-
-
-def _omniglot_pngs(folder: Path) -> tuple[np.ndarray, int]:
-    """Read torchvision's Omniglot PNG tree: ``(uint8 [C, S, 105, 105] 1 = background, C)``."""
-    from PIL import Image
-
-    chars = sorted(c for a in sorted(folder.iterdir()) if a.is_dir() for c in sorted(a.iterdir()))
-    out = []
-    for c in chars:
-        files = sorted(c.glob("*.png"))
-        out.append(np.stack([(np.asarray(Image.open(f).convert("L")) > 127) for f in files]))
-    per = min(len(o) for o in out)
-    return np.stack([o[:per] for o in out]).astype(np.uint8), len(chars)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_omniglot(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Omniglot ``split`` as ``(uint8 [N, 28, 28] ink-grey levels 0..255, labels int64 [N])``."""
-    p = Path(path)
-    offset = 0
-    if p.is_dir():
-        raw, _ = _omniglot_pngs(p)
-        if split == "test":  # global ids continue after the background characters
-            bg = p.parent / "images_background"
-            offset = (
-                sum(1 for a in bg.iterdir() if a.is_dir() for c in a.iterdir() if c.is_dir())
-                if bg.is_dir()
-                else _N_BACKGROUND_CHARS
-            )
-    else:
-        with np.load(p) as f:
-            raw = f[_OMNI_SETS[split]]
-            if split == "test":
-                offset = f["background"].shape[0]
-    if raw.ndim != 4:
-        raise ValueError(f"{path}: Omniglot array must be [characters, drawings, H, W]")
-    n_chars, per = raw.shape[:2]
-    ink = 1.0 - torch.from_numpy(raw.reshape(-1, 1, *raw.shape[2:])).float()
-    small = torch.cat([downscale_images(chunk) for chunk in ink.split(4096)])
-    images = (small[:, 0] * 255.0).round_().to(torch.uint8).numpy()
-    labels = np.repeat(np.arange(offset, offset + n_chars, dtype=np.int64), per)
-    return images, labels
-
-
-def _download(name: str, split: str, root: Path) -> Path:
-    import torchvision
-
-    log.info("downloading %s (%s) into %s", name, split, root)
-    root.mkdir(parents=True, exist_ok=True)
-    if name == "mnist":
-        torchvision.datasets.MNIST(str(root), train=(split == "train"), download=True)
-    else:
-        torchvision.datasets.Omniglot(str(root), background=(split == "train"), download=True)
-    return root
-
-
-def _to_float(images: np.ndarray, scale: float) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
-    return x.div_(scale).unsqueeze(1) if scale != 1.0 else x.unsqueeze(1)
-
-
-def _not_found(name: str, split: str, looked: list[str], root_desc: str) -> FileNotFoundError:
-    fix = (
-        "fix: pass --data-dir DIR (data_dir=...) or set PGTM_DATA_DIR to a folder holding the files"
-    )
-    if name == "binarized-mnist":
-        fix += f" ({_BIN_NPZ} or the binarized_mnist_*.amat files; it cannot be downloaded)"
-    else:
-        fix += ", or use --download (download=True)"
-    where = "; ".join(looked) if looked else "nowhere"
-    return FileNotFoundError(
-        f"no {name} '{split}' data found ({root_desc}); looked in: {where}; {fix}"
-    )
+    return PKG_DATA / _SUBSET_FILE
 
 
 def load_images(
@@ -429,7 +226,7 @@ def load_images(
     _check_choice("binarize", binarize, BINARIZE_MODES)
     if not isinstance(seed, int):
         raise ValueError(f"seed must be an int; got {seed!r}")
-    root, root_desc = _data_root(data_dir)
+    root, root_desc = data_root(data_dir)
     looked: list[str] = []
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
@@ -438,27 +235,27 @@ def load_images(
     def from_root(r: Path, how: str) -> bool:
         nonlocal images, labels, source
         if name == "mnist":
-            if _find_mnist_dir(r, split) is None:
-                looked.extend(str(d) for d in _mnist_dirs(r))
+            if find_mnist_dir(r, split) is None:
+                looked.extend(str(d) for d in mnist_dirs(r))
                 return False
-            arr, lab, where = _cached_mnist(str(r.resolve()), split)
-            images, labels = _to_float(arr, 255.0), torch.from_numpy(lab.astype(np.int64))
+            arr, lab, where = cached_mnist(str(r.resolve()), split)
+            images, labels = to_float(arr, 255.0), torch.from_numpy(lab.astype(np.int64))
         elif name == "binarized-mnist":
-            f = _find_binarized_mnist_file(r)
+            f = find_binarized_mnist_file(r)
             if f is None:
                 looked.extend(str(d) for d in (r / "binarized_mnist", r))
                 return False
-            arr, lab = _cached_binarized(str(f.resolve()), split)
-            images = _to_float(arr, 1.0)
+            arr, lab = cached_binarized(str(f.resolve()), split)
+            images = to_float(arr, 1.0)
             labels = None if lab is None else torch.from_numpy(lab.astype(np.int64))
             where = str(f)
         else:
-            f = _find_omniglot(r, split)
+            f = find_omniglot(r, split)
             if f is None:
                 looked.extend(str(d) for d in (r / "omniglot", r, r / "omniglot-py"))
                 return False
-            arr, lab = _cached_omniglot(str(f.resolve()), split)
-            images, labels = _to_float(arr, 255.0), torch.from_numpy(lab)
+            arr, lab = cached_omniglot(str(f.resolve()), split)
+            images, labels = to_float(arr, 255.0), torch.from_numpy(lab)
             where = str(f)
         source = f"{how}:{where}"
         return True
@@ -467,12 +264,12 @@ def load_images(
     if not found and download:
         if name == "binarized-mnist":
             raise FileNotFoundError(
-                f"binarized-mnist cannot be downloaded; provide {_BIN_NPZ} (or the "
+                f"binarized-mnist cannot be downloaded; provide {BIN_NPZ} (or the "
                 f"binarized_mnist_*.amat files) via --data-dir DIR or {ENV_VAR} ({root_desc})"
             )
-        target = _download_root(root)
+        target = download_root(root)
         try:
-            _download(name, split, target)
+            download(name, split, target)
         except Exception as e:  # network errors, corrupt archives, ...
             reason = " ".join(str(e).split())
             raise FileNotFoundError(
@@ -480,11 +277,11 @@ def load_images(
                 f"--data-dir DIR or {ENV_VAR}"
             ) from e
         found = from_root(target, "download")
-    if not found and name == "mnist":
+    if not found and name == "mnist" and root is None:
         subset = bundled_subset_path()
         if subset.is_file():
-            arr, lab = _cached_subset(str(subset), split)
-            images, labels = _to_float(arr, 255.0), torch.from_numpy(lab.astype(np.int64))
+            arr, lab = cached_subset(str(subset), split)
+            images, labels = to_float(arr, 255.0), torch.from_numpy(lab.astype(np.int64))
             source = f"bundled:{subset} ({len(arr)} {split} digits)"
             found = True
             msg = (
@@ -495,7 +292,7 @@ def load_images(
         else:
             looked.append(str(subset))
     if not found or images is None:
-        raise _not_found(name, split, looked, root_desc)
+        raise not_found(name, split, looked, root_desc)
     log.info("loaded %s %s (%d images) from %s", name, split, len(images), source)
     if binarize == "fixed":
         g = torch.Generator().manual_seed(seed)

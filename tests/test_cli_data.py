@@ -122,10 +122,11 @@ def test_preview_rejects_bad_arguments(tmp_path):
     ("argv", "match"),
     [
         (["data", "preview", "tetris"], "unknown task 'tetris'; expected one of"),
-        (["data", "preview", "copy", "-k", "30"], "recall_length must be in [1, prerecall_length"),
-        (["data", "preview", "copy", "--binarize", "x"], "binarize must be one of"),
-        (["data", "preview", "navigation", "-l", "3"], "has no option 'prerecall_length'"),
-        (["data", "preview", "parity", "--split", "valid"], "split must be one of"),
+        (["data", "preview", "copy", "-k", "30"],
+         "--recall-length must be in [1, --prerecall-length"),
+        (["data", "preview", "copy", "--binarize", "x"], "argument --binarize: invalid choice"),
+        (["data", "preview", "navigation", "-l", "3"], "has no option '--prerecall-length'"),
+        (["data", "preview", "parity", "--split", "valid"], "argument --split: invalid choice"),
         (["data", "preview", "one-shot", "--data-dir", "{tmp}"], "no omniglot 'train' data found"),
     ],
 )
@@ -135,7 +136,7 @@ def test_errors_are_one_line(argv, match, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     lines = [ln for ln in err.splitlines() if not ln.startswith("pgtm: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("pgtm: error: ")
+    assert len(lines) == 1 and lines[0].startswith("pgtm") and ": error: " in lines[0]
     assert match in lines[0] and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgtm import data
+from pgtm import data, data_files
 from pgtm.data import (
     ImageSet,
     binarize_frames,
@@ -157,10 +157,37 @@ def test_explicit_data_dir_beats_env(tmp_path, monkeypatch):
     assert len(load_images("mnist", "train").images) == 20
 
 
-def test_missing_data_dir_falls_back_with_warning(tmp_path, no_env):
-    with pytest.warns(UserWarning, match=str(tmp_path)):
-        ds = load_images("mnist", "test", data_dir=tmp_path / "nothing")
-    assert ds.source.startswith("bundled:")
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_data_dir_that_is_not_a_folder_is_an_error(tmp_path, no_env, monkeypatch, kind):
+    path = tmp_path / "nothing"
+    if kind == "file":
+        path.write_text("")
+    with pytest.raises(ValueError, match=r"^data_dir: .* expected a folder"):
+        load_images("mnist", "test", data_dir=path)
+    monkeypatch.setenv(data.ENV_VAR, str(path))
+    with pytest.raises(ValueError, match=rf"^{data.ENV_VAR}: "):
+        load_images("mnist", "test")
+
+
+def test_a_named_folder_without_mnist_does_not_fall_back(tmp_path, no_env):
+    with pytest.raises(FileNotFoundError, match="MNIST/raw/, DIR/raw/ or DIR/"):
+        load_images("mnist", "test", data_dir=tmp_path)
+
+
+def test_damaged_mnist_files_are_one_line_errors(tmp_path, no_env):
+    write_fake_mnist(tmp_path, n=10, compress=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(ValueError, match=r"^data_dir: .*t10k-labels.* cannot be read"):
+        load_images("mnist", "test", data_dir=tmp_path)
+    write_fake_mnist(tmp_path, n=10)
+    labels = tmp_path / "t10k-labels-idx1-ubyte"
+    raw = bytearray(labels.read_bytes())
+    raw[-1] = 11
+    labels.write_bytes(bytes(raw))
+    for gz in tmp_path.glob("*.gz"):
+        gz.unlink()
+    with pytest.raises(ValueError, match="labels must be digits 0..9, found 11"):
+        load_images("mnist", "test", data_dir=tmp_path)
 
 
 def test_not_found_message_names_places_and_fixes(tmp_path, no_env):
@@ -210,10 +237,10 @@ def test_omniglot_fake_npz(tmp_path, no_env):
 
 def test_omniglot_cache(tmp_path, no_env):
     write_fake_omniglot(tmp_path, n_bg=2, n_ev=2)
-    before = data._cached_omniglot.cache_info()
+    before = data_files.cached_omniglot.cache_info()
     load_images("omniglot", "train", data_dir=tmp_path)
     a = load_images("omniglot", "train", data_dir=tmp_path)
-    after = data._cached_omniglot.cache_info()
+    after = data_files.cached_omniglot.cache_info()
     assert after.misses == before.misses + 1 and after.hits == before.hits + 1
     a.images.fill_(0.5)  # callers get their own copy; the cache is unaffected
     assert float(load_images("omniglot", "train", data_dir=tmp_path).images.mean()) < 0.4

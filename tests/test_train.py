@@ -65,16 +65,20 @@ class TinyTask:
 class TinyGTM(nn.Module):
     """2-step Gaussian latent model: z_0 ~ N(0, I), z_1 ~ N(A z_0, I), x_t ~ N(sigmoid(D z_t), .3).
 
-    ``nan_at`` makes the ``nan_at``-th model call return a NaN penalty factor (divergence test).
+    ``nan_at`` makes the ``nan_at``-th model call return a NaN penalty factor (divergence test),
+    ``nan_from`` every call from that one on, and ``explode_at`` a finite penalty of -1e12.
     """
 
-    def __init__(self, seed: int = 0, nan_at: int | None = None) -> None:
+    def __init__(self, seed: int = 0, nan_at: int | None = None, nan_from: int | None = None,
+                 explode_at: int | None = None) -> None:
         super().__init__()
         torch.manual_seed(seed)
         self.trans = nn.Linear(Z, Z)
         self.dec = nn.Linear(Z, W)
         self.enc = nn.Linear(W, 2 * Z)
         self.nan_at = nan_at
+        self.nan_from = nan_from
+        self.explode_at = explode_at
         self.calls = 0
 
     def model(self, x, c=None, mask=None):
@@ -94,8 +98,10 @@ class TinyGTM(nn.Module):
                 mean = torch.sigmoid(self.dec(zcat))
                 pyro.sample("x", dist.Normal(mean, 0.3).to_event(1), obs=frames)
         penalty = -1e-3 * self.dec.weight.pow(2).sum()
-        if self.nan_at is not None and self.calls == self.nan_at:
+        if self.calls == self.nan_at or (self.nan_from is not None and self.calls >= self.nan_from):
             penalty = penalty * float("nan")
+        if self.calls == self.explode_at:
+            penalty = penalty - 1e12
         pyro.factor("penalty_dec", penalty)
 
     def guide(self, x, c=None, mask=None):
@@ -290,7 +296,10 @@ def test_checkpoint_loads_weights_only(tmp_path):
     assert isinstance(ck["rng"]["torch"], torch.Tensor)
     assert isinstance(ck["batch_generator"], torch.Tensor)
     # No temporaries left behind by the atomic writes.
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.pt", "log.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock", "checkpoint.pt", "checkpoints", "log.csv"
+    ]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000002.pt"]
 
 
 def test_rng_state_roundtrip(tmp_path):
