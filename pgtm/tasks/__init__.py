@@ -16,8 +16,8 @@ on the CPU; move them with ``batch.x.to(device)``.
 Binarisation (``binarize``): ``"dynamic"`` (default) draws a fresh Bernoulli sample of every *item*
 per batch, ``"fixed"`` uses one sample per image drawn at load time, ``"none"`` keeps grey levels.
 Recall steps that repeat an item repeat *its binarised frame* (so a recall frame equals its
-addressed frame pixel for pixel in every mode); new drawings (``one-shot``, ``parity``) are
-binarised independently.
+addressed frame pixel for pixel in every mode, ``one-shot`` included); new drawings
+(``one-shot-generalisation``, ``parity``, ``cumulative-parity``) are binarised independently.
 
 Pre-recall length ``l`` = ``prerecall_length``, recall length ``k`` = ``recall_length``.  Create
 tasks with :func:`make_task`; ``TASK_NAMES`` lists them.  See each class for its exact rule.
@@ -33,19 +33,25 @@ from typing import Any
 from pgtm.tasks.base import SequenceBatch, Task
 from pgtm.tasks.benchmarks import ACTIONS, CopyTask, NavigationTask, SequentialMNISTTask
 from pgtm.tasks.recall import (
+    CumulativeParityTask,
     DynamicDependencyTask,
+    OneShotGeneralisationTask,
     OneShotTask,
     ParityTask,
     PerfectRecallTask,
     SimilarityCuedTask,
+    cumulative_parity_digits,
+    parity_digits,
 )
 
 __all__ = [
     "ACTIONS",
     "TASK_NAMES",
     "CopyTask",
+    "CumulativeParityTask",
     "DynamicDependencyTask",
     "NavigationTask",
+    "OneShotGeneralisationTask",
     "OneShotTask",
     "ParityTask",
     "PerfectRecallTask",
@@ -53,13 +59,17 @@ __all__ = [
     "SequentialMNISTTask",
     "SimilarityCuedTask",
     "Task",
+    "cumulative_parity_digits",
     "make_task",
+    "parity_digits",
 ]
 
 _TASKS: dict[str, type[Task]] = {
     "perfect-recall": PerfectRecallTask,
     "parity": ParityTask,
+    "cumulative-parity": CumulativeParityTask,
     "one-shot": OneShotTask,
+    "one-shot-generalisation": OneShotGeneralisationTask,
     "dynamic-dependency": DynamicDependencyTask,
     "similarity-cued": SimilarityCuedTask,
     "navigation": NavigationTask,

@@ -199,13 +199,16 @@ class RecallTask(ImageTask):
         l = self.default_l if prerecall_length is None else prerecall_length
         k = self.default_k if recall_length is None else recall_length
         self.prerecall_length = int_option("prerecall_length", l, self.min_l())
-        self.recall_length = int_option(
-            "recall_length", k, 1, self.prerecall_length, "prerecall_length"
-        )
+        self.recall_length = int_option("recall_length", k, 1, *self.max_recall_length())
         self.length = self.prerecall_length + self.recall_length
         self._load_pools(dataset, data_dir, download, binarize, seed)
 
     def min_l(self) -> int:
+        """The smallest ``l`` the task's rule allows."""
         return 1
+
+    def max_recall_length(self) -> tuple[int, str]:
+        """The largest ``k`` the rule allows, and how error messages name it."""
+        return self.prerecall_length, "prerecall_length"
 
     options = {"prerecall_length": 10, "recall_length": 5, "dataset": "mnist", "seed": 0}
