@@ -12,6 +12,7 @@ The perfect-recall experiment of docs/results/perfect_recall.md::
         --data-dir ../shared/data
 
 Re-running continues each model from its checkpoint (``--steps`` is the total).
+``--parameter-budget 1860000`` matches the models' sizes as the paper does.
 """
 
 from __future__ import annotations
@@ -43,10 +44,16 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"),
                         help="encoder/decoder (auto: conv for 28x28 frames)")
+    parser.add_argument("--parameter-budget", type=int, default=None, metavar="N",
+                        help="match every model at N parameters (within 2%%) by choosing its "
+                        "controller size; the paper's models have about 1860000")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("-l", "--prerecall-length", type=int, default=None)
     parser.add_argument("-k", "--recall-length", type=int, default=None)
     args = parser.parse_args(argv)
+    model_options = {"network": args.network}
+    if args.parameter_budget is not None:
+        model_options["parameter_budget"] = args.parameter_budget
     keep_freed_memory()
     set_threads(args.threads)
     task = make_task(args.task, data_dir=args.data_dir, prerecall_length=args.prerecall_length,
@@ -60,7 +67,7 @@ def main(argv=None):
         )
         summary = run_experiment(
             memory, task, config, eval_sequences=args.eval_sequences,
-            iwae_particles=args.iwae_particles, model_options={"network": args.network},
+            iwae_particles=args.iwae_particles, model_options=model_options,
             data_dir=args.data_dir,
         )
         print(memory, {k: summary[k] for k in ("recall_kl", "prerecall_kl", "iwae")})

@@ -49,12 +49,6 @@ def _name(part) -> str:
     return part if isinstance(part, str) else f"{part.__module__}.{part.__qualname__}"
 
 
-def save_run_spec(out_dir, task, memory, model_options: dict, data_dir=None) -> None:
-    """Write ``run.json``: how to rebuild the task and the model of a run (for ``pgtm
-    evaluate``/``pgtm sample``)."""
-    save_json(run_spec(task, memory, model_options, data_dir), Path(out_dir) / RUN_SPEC)
-
-
 #: what must agree between a run folder and the run asked to continue it
 _SPEC_KEYS = (("model",), ("model_options",), ("task", "name"), ("task", "options"),
               ("task", "binarize"))
@@ -87,8 +81,10 @@ def check_same_run(out_dir, spec: dict) -> None:
         )
 
 
-def run_spec(task, memory, model_options: dict, data_dir=None) -> dict:
-    """The ``run.json`` of a run (see :func:`save_run_spec`)."""
+def run_spec(task, memory, model_options: dict, data_dir=None, parameter_budget=None) -> dict:
+    """The ``run.json`` of a run. ``model_options`` hold the resolved ``controller_size``
+    (:func:`resolve_parameter_budget`); ``parameter_budget``, the request behind it, is kept for
+    the record only."""
     return {
         "task": {
             "name": task.name,
@@ -98,6 +94,7 @@ def run_spec(task, memory, model_options: dict, data_dir=None) -> dict:
         },
         "model": _name(memory),
         "model_options": {k: v if _plain(v) else _name(v) for k, v in model_options.items()},
+        "parameter_budget": parameter_budget,
         # results depend (in the last bits) on the thread count: recorded, as in the checkpoint
         "threads": {"intra_op": torch.get_num_threads(),
                     "inter_op": torch.get_num_interop_threads()},
@@ -178,6 +175,23 @@ def build_for_task(memory: str, task, **options):
         action_size=task.context_size,
         **options,
     )
+
+
+def resolve_parameter_budget(memory, task, model_options: dict) -> tuple[dict, int | None]:
+    """Replace a ``parameter_budget`` in ``model_options`` by the ``controller_size`` it chooses
+    for ``task`` (:func:`~pgtm.models.build.controller_size_for_budget`), so that ``run.json``
+    names the very model: reopening a run (``pgtm evaluate``/``sample``) then rebuilds it
+    without searching again.
+
+    :returns: ``(options without parameter_budget, the budget or None)``.
+    """
+    options = dict(model_options)
+    budget = options.pop("parameter_budget", None)
+    if budget is not None:
+        with torch.device("meta"):  # only the chosen size is wanted: no weights, no random draws
+            gtm = build_for_task(memory, task, parameter_budget=budget, **options)
+        options["controller_size"] = gtm.controller.output_size
+    return options, budget
 
 
 def test_batch(task, num_sequences: int, seed: int = 12345):
@@ -277,12 +291,12 @@ def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
                     progress_eval_sequences, model_options, resume, data_dir,
                     memory_forcing) -> dict[str, Any]:
     out = Path(config.out_dir)
-    model_options = dict(model_options or {})
+    model_options, parameter_budget = resolve_parameter_budget(memory, task, model_options or {})
     pyro.set_rng_seed(config.seed)
     gtm = build_for_task(memory, task, **model_options)
     # built after the GTM, so its initial weights do not depend on memory forcing
     regulariser = None if memory_forcing is None else MemoryForcing(gtm, **memory_forcing)
-    spec = run_spec(task, memory, model_options, data_dir)
+    spec = run_spec(task, memory, model_options, data_dir, parameter_budget)
     if resume:
         check_same_run(out, spec)
     save_json(spec, out / RUN_SPEC)
@@ -349,6 +363,7 @@ def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
         "khat_reading": r["khat_reading"],
         "config": config.to_dict(),
         "model_options": {k: v if _plain(v) else _name(v) for k, v in model_options.items()},
+        "parameter_budget": parameter_budget,
         "memory_forcing": None if regulariser is None else dict(regulariser.config),
         "exact_match": copy.get("exact_match"),
         "bit_accuracy": copy.get("bit_accuracy"),

@@ -1,6 +1,6 @@
 """Pyro model/guide pairs of generative temporal models (installed as ``pgtm.models``)."""
 
-from pgtm.models.build import MEMORIES, build_gtm, count_parameters
+from pgtm.models.build import MEMORIES, build_gtm, controller_size_for_budget, count_parameters
 from pgtm.models.gtm import GTM
 from pgtm.models.likelihoods import LIKELIHOODS, Likelihood
 from pgtm.models.posteriors import POSTERIORS, Posterior
@@ -16,5 +16,6 @@ __all__ = [
     "Posterior",
     "Prior",
     "build_gtm",
+    "controller_size_for_budget",
     "count_parameters",
 ]

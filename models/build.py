@@ -4,11 +4,18 @@ Every part can be given by name or as a class, so swapping a prior is one argume
 
     gtm = build_gtm("introspective", frame_shape=(1, 28, 28), sequence_length=15,
                     prior="student-t")          # or prior=MyPrior (a Prior subclass)
+
+Models compared with each other can be matched in size, as the paper matches every model at
+about 1.86 M parameters: ``build_gtm(..., parameter_budget=1_860_000)`` chooses the controller's
+LSTM size (the one width every model has) by :func:`controller_size_for_budget`.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+
+import torch
 
 from pgtm.memories.base import NoMemory
 from pgtm.memories.dnc import DNCMemory
@@ -48,6 +55,11 @@ _SLOTS_FROM_LENGTH = {
     FastWeightsMemory: 0,
 }
 NETWORKS = ("conv", "mlp")
+DEFAULT_CONTROLLER_SIZE = 256
+#: the largest relative distance of a matched parameter count from its budget
+PARAMETER_BUDGET_TOLERANCE = 0.02
+#: the controller sizes searched for a budget are 1 .. this (over 10^10 parameters at the top)
+_LARGEST_CONTROLLER_SIZE = 2**16
 
 
 def resolve(kind: str, value, registry: dict):
@@ -68,7 +80,8 @@ def build_gtm(
     sequence_length: int | None = None,
     action_size: int = 0,
     latent_size: int = 32,
-    controller_size: int = 256,
+    controller_size: int | None = None,
+    parameter_budget: int | None = None,
     feature_size: int = 256,
     network: str = "auto",
     prior="learned-gaussian",
@@ -90,12 +103,116 @@ def build_gtm(
     :param sequence_length: :math:`T`; the Introspective buffer keeps that many latents, the
         fast-weights history that many vectors, and the content-addressed memories get
         ``max(32, T)`` slots, unless ``num_slots`` is given.
+    :param controller_size: the controller's LSTM size :math:`H` (default 256).
+    :param parameter_budget: instead of ``controller_size``, a total number of parameters
+        :math:`N`: :math:`H` is chosen so that :func:`count_parameters` is within 2% of
+        :math:`N` (:func:`controller_size_for_budget`); the model's ``controller.output_size``
+        tells which.
     :param network: ``"conv"``, ``"mlp"`` or ``"auto"`` (conv for 28x28 frames).
     :param prior: name in :data:`~pgtm.models.priors.PRIORS` or a ``Prior`` subclass.
     :param posterior: name in :data:`~pgtm.models.posteriors.POSTERIORS` or a subclass.
     :param likelihood: name in :data:`~pgtm.models.likelihoods.LIKELIHOODS` or a subclass.
     :param memory_options: passed to the memory (e.g. ``num_heads``, ``weighting``, ``sparsity``).
+    :raises ValueError: unknown parts, bad sizes, or a budget no controller size meets.
     """
+    parts = {
+        "frame_shape": frame_shape, "sequence_length": sequence_length,
+        "action_size": action_size, "latent_size": latent_size, "feature_size": feature_size,
+        "network": network, "prior": prior, "posterior": posterior, "likelihood": likelihood,
+        "orthogonal_init": orthogonal_init, "reuse_path": reuse_path, **memory_options,
+    }
+    if parameter_budget is not None:
+        if controller_size is not None:
+            raise ValueError(
+                "give controller_size or parameter_budget, not both (the budget chooses the "
+                f"controller size); got controller_size={controller_size!r}"
+            )
+        controller_size = controller_size_for_budget(memory, parameter_budget, **parts)
+    elif controller_size is None:
+        controller_size = DEFAULT_CONTROLLER_SIZE
+    return _assemble(memory, controller_size=controller_size, **parts)
+
+
+def controller_size_for_budget(
+    memory, parameter_budget: int, *, tolerance: float = PARAMETER_BUDGET_TOLERANCE, **parts
+) -> int:
+    """The controller size :math:`H` whose GTM has the parameter count nearest to
+    ``parameter_budget``, found by bisection on the integer :math:`H` (the count grows with
+    :math:`H`); deterministic, and it leaves the random number generators untouched (the
+    candidates are built on the ``meta`` device: shapes only).
+
+    :param memory: as for :func:`build_gtm`.
+    :param parameter_budget: the wanted :func:`count_parameters`, an integer >= 1.
+    :param tolerance: the largest relative distance allowed, in ``(0, 1)`` (default 2%).
+    :param parts: every other argument of :func:`build_gtm` but ``controller_size``.
+    :returns: :math:`H` in ``[1, 65536]``, the smaller one on a tie.
+    :raises ValueError: a bad budget or tolerance, or no :math:`H` within ``tolerance``.
+    """
+    if isinstance(parameter_budget, bool) or not isinstance(parameter_budget, int) or (
+        parameter_budget < 1
+    ):
+        raise ValueError(f"parameter_budget must be an integer >= 1; got {parameter_budget!r}")
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance must be in (0, 1); got {tolerance!r}")
+    counts: dict[int, int] = {}
+
+    def count(width: int) -> int:
+        if width not in counts:
+            with torch.device("meta"):
+                counts[width] = count_parameters(_assemble(memory, controller_size=width, **parts))
+        return counts[width]
+
+    # invariant: count(below) < budget <= count(above), with below = 0 standing for "none"
+    below, above = 0, 1
+    while count(above) < parameter_budget:
+        if above == _LARGEST_CONTROLLER_SIZE:
+            raise ValueError(
+                f"parameter_budget must be <= {count(above)} (the parameter count at "
+                f"controller_size={above}); got {parameter_budget}"
+            )
+        below, above = above, min(2 * above, _LARGEST_CONTROLLER_SIZE)
+    while above - below > 1:
+        middle = (below + above) // 2
+        if count(middle) < parameter_budget:
+            below = middle
+        else:
+            above = middle
+    nearest = [w for w in (below, above) if w >= 1]
+    best = min(nearest, key=lambda w: abs(count(w) - parameter_budget))
+    if abs(count(best) - parameter_budget) <= tolerance * parameter_budget:
+        return best
+    if count(1) > parameter_budget:
+        smallest = math.ceil(count(1) / (1 + tolerance))
+        raise ValueError(
+            f"parameter_budget must be >= {smallest} for this model (it has {count(1)} "
+            f"parameters at controller_size=1, the match must be within {tolerance:.0%}); got "
+            f"{parameter_budget}"
+        )
+    raise ValueError(
+        f"parameter_budget={parameter_budget} cannot be met within {tolerance:.0%}: "
+        f"controller_size={below} gives {count(below)} parameters and {above} gives "
+        f"{count(above)}"
+    )
+
+
+def _assemble(
+    memory,
+    *,
+    frame_shape,
+    sequence_length,
+    action_size,
+    latent_size,
+    controller_size,
+    feature_size,
+    network,
+    prior,
+    posterior,
+    likelihood,
+    orthogonal_init,
+    reuse_path,
+    **memory_options,
+) -> GTM:
+    """:func:`build_gtm` with every size resolved."""
     frame_shape = tuple(frame_shape)
     memory_cls = resolve("memory", memory, MEMORIES)
     prior_cls = resolve("prior", prior, PRIORS)

@@ -34,8 +34,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="p(x_t | z_t, context); default: bernoulli for binarised frames, "
                        "else continuous-bernoulli")
     group.add_argument("--latent-size", type=integer(1), default=32, help="size of z_t")
-    group.add_argument("--controller-size", type=integer(1), default=256,
-                       help="LSTM controller hidden size")
+    group.add_argument("--controller-size", type=integer(1), default=None,
+                       help="the controller's LSTM size (default 256)")
+    group.add_argument("--parameter-budget", type=integer(1), default=None, metavar="N",
+                       help="choose the controller size so that the model has N parameters "
+                       "within 2%% (the paper matches every model at about 1860000); run.json "
+                       "records the size chosen. Excludes --controller-size")
     group.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"),
                        help="frame encoder/decoder: conv, mlp, or auto (conv for 28x28 image "
                        "frames, mlp for vector frames)")
@@ -111,14 +115,25 @@ def _memory_specific_options_from_args(args, options: dict) -> None:
 
 
 def model_options_from_args(args) -> dict:
+    from pgtm.models.build import DEFAULT_CONTROLLER_SIZE
+
     options = {
         "prior": args.prior,
         "posterior": args.posterior,
         "latent_size": args.latent_size,
-        "controller_size": args.controller_size,
         "network": args.network,
         "orthogonal_init": args.orthogonal_init,
     }
+    if args.parameter_budget is None:
+        size = args.controller_size
+        options["controller_size"] = DEFAULT_CONTROLLER_SIZE if size is None else size
+    elif args.controller_size is not None:
+        raise ValueError("--parameter-budget chooses the controller size: give it or "
+                         "--controller-size, not both")
+    elif args.parameter_budget < 1:
+        raise ValueError(f"--parameter-budget must be an integer >= 1, got {args.parameter_budget}")
+    else:
+        options["parameter_budget"] = args.parameter_budget
     if args.likelihood is not None:
         options["likelihood"] = args.likelihood
     if args.num_heads is not None:

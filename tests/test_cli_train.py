@@ -81,6 +81,12 @@ def test_train_evaluate_sample(tmp_path, capsys):
         (["train", "perfect-recall", "--threads", "0", "--out", "X"],
          "--threads must be an integer >= 1, got 0"),
         (["evaluate", "no-such-run", "--threads", "-1"], "--threads must be an integer >= 1"),
+        (["train", "perfect-recall", "--parameter-budget", "0", "--out", "X"],
+         "--parameter-budget must be an integer >= 1, got 0"),
+        (["train", "perfect-recall", "--parameter-budget", "900000", "--controller-size", "64",
+          "--out", "X"], "give it or --controller-size, not both"),
+        (["train", "perfect-recall", "--parameter-budget", "1000", "--network", "mlp", "--out",
+          "X"], "parameter_budget must be >= "),
     ],
 )
 def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path, monkeypatch):
@@ -93,6 +99,29 @@ def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path, monkeyp
 def test_unknown_model_is_a_usage_error(capsys):
     assert main(["train", "perfect-recall", "--model", "hopfield", "--out", "X"]) == 2
     assert "invalid choice: 'hopfield'" in capsys.readouterr().err
+
+
+def test_parameter_budget_is_recorded_and_the_run_reopens(tmp_path, capsys):
+    """run.json keeps the controller size the budget chose: evaluate, sample and a resumed
+    train rebuild that very model."""
+    run, budget = tmp_path / "run", 600_000
+    tiny = [a for a in TINY if a not in ("--controller-size", "16")]
+    argv = ["train", "perfect-recall", "-l", "4", "-k", "2", "--out", str(run),
+            "--eval-every", "2", "--checkpoint-every", "2", "--parameter-budget", str(budget),
+            *tiny]
+    assert main([*argv, "--steps", "2"]) == 0
+    spec = json.loads((run / "run.json").read_text())
+    width = spec["model_options"]["controller_size"]
+    assert spec["parameter_budget"] == budget and "parameter_budget" not in spec["model_options"]
+    results = json.loads((run / "results.json").read_text())
+    assert abs(results["parameters"] - budget) <= 0.02 * budget and width != 16
+    assert results["parameter_budget"] == budget
+    assert _parameters(run)["controller.cell.weight_hh"].shape == (4 * width, width)
+    assert main([*argv, "--steps", "4"]) == 0  # resumes from the step-2 checkpoint
+    assert json.loads((run / "results.json").read_text())["steps"] == 4
+    assert main(["evaluate", str(run), "--particles", "2", "--sequences", "2"]) == 0
+    assert main(["sample", str(run), "--out", str(tmp_path / "s.png"), "--num", "2"]) == 0
+    capsys.readouterr()
 
 
 def _parameters(run):
@@ -145,7 +174,7 @@ def annealing_betas(run):
         ("compare_models.py", ["perfect-recall", "--models", "vrnn", "introspective", "--steps",
                                "2", "--batch-size", "2", "--eval-every", "2", "--eval-sequences",
                                "3", "--iwae-particles", "3", "-l", "3", "-k", "2",
-                               "--kl-anneal-steps", "4"]),
+                               "--kl-anneal-steps", "4", "--parameter-budget", "1860000"]),
         ("sparsity_study.py", ["--variants", "softplus", "softplus-sparse", "--seeds", "0", "1",
                                "--steps", "4", "--eval-every", "2", "--eval-sequences", "3",
                                "--iwae-particles", "3"]),
@@ -169,6 +198,8 @@ def test_examples_run_end_to_end(script, args, tmp_path):
     if script == "compare_models.py":
         summary = json.loads((out / "summary.json").read_text())
         assert set(summary) == {"vrnn", "introspective"}
+        for model in summary.values():  # matched in size
+            assert abs(model["parameters"] - 1_860_000) <= 0.02 * 1_860_000
         assert annealing_betas(out / "vrnn") == [0.25]
     if script == "sparsity_study.py":
         summary = json.loads((out / "summary.json").read_text())["variants"]

@@ -1,5 +1,5 @@
-"""The built wheel installs ``pgtm`` (with ``pgtm.models``/``pgtm.inference`` and the bundled
-data) and nothing at the top level: ``import models`` / ``import inference`` must fail.
+"""The built wheel installs ``pgtm`` (with ``pgtm.models``/``pgtm.inference``/``pgtm.tasks`` and
+the bundled data) and nothing at the top level: ``import models`` / ``import inference`` must fail.
 
 The sources are copied to a temporary folder first, so building never writes into the repo.
 Deselect with ``-k "not install"`` when offline builds are impossible.
@@ -29,8 +29,8 @@ sys.path[:] = [p for p in sys.path if p and not p.startswith(repo)]
 for name in list(sys.modules):
     if name == "pgtm" or name.startswith("pgtm."):
         del sys.modules[name]
-import pgtm, pgtm.models, pgtm.inference, pgtm.data
-for mod in (pgtm, pgtm.models, pgtm.inference):
+import pgtm, pgtm.models, pgtm.inference, pgtm.data, pgtm.tasks
+for mod in (pgtm, pgtm.models, pgtm.inference, pgtm.tasks):
     assert mod.__file__.startswith(target), (mod.__name__, mod.__file__)
 assert pgtm.data.bundled_subset_path().is_file(), "bundled subset missing from the wheel"
 for name in ("models", "inference"):

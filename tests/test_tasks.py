@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from pgtm import data
-from pgtm.tasks import ACTIONS, TASK_NAMES, SequenceBatch, make_task
+from pgtm.tasks import (
+    ACTIONS,
+    TASK_NAMES,
+    SequenceBatch,
+    cumulative_parity_digits,
+    make_task,
+    parity_digits,
+)
 
 try:  # tests/ is not a package (pytest's default "prepend" import mode) ...
     from test_data import write_fake_omniglot
@@ -19,12 +26,13 @@ except ImportError:  # ... unless someone adds tests/__init__.py
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_TASKS = [n for n in TASK_NAMES if n not in ("copy", "sequential-mnist")]
+OMNIGLOT_TASKS = ("one-shot", "one-shot-generalisation")
 
 
 @pytest.fixture(scope="module")
 def omniglot_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("omni")
-    write_fake_omniglot(d, n_bg=12, n_ev=12)
+    write_fake_omniglot(d, n_bg=24, n_ev=24)  # one-shot needs l = 20 distinct characters
     return d
 
 
@@ -37,7 +45,7 @@ def tasks(omniglot_dir):
         warnings.simplefilter("ignore")  # bundled-subset warning
         for mode in ("none", "dynamic"):
             for name in TASK_NAMES:
-                d = omniglot_dir if name == "one-shot" else None
+                d = omniglot_dir if name in OMNIGLOT_TASKS else None
                 out[name, mode] = make_task(name, data_dir=d, binarize=mode)
     return out
 
@@ -112,7 +120,9 @@ def test_generator_is_the_only_randomness(tasks):
 # train/test separation
 
 
-@pytest.mark.parametrize("name", ["perfect-recall", "parity", "navigation", "sequential-mnist"])
+@pytest.mark.parametrize(
+    "name", ["perfect-recall", "parity", "cumulative-parity", "navigation", "sequential-mnist"]
+)
 def test_train_and_test_pools_disjoint(tasks, name):
     task = tasks[name, "none"]
     train_keys, test_keys = keys(task.pools["train"].images), keys(task.pools["test"].images)
@@ -124,8 +134,9 @@ def test_train_and_test_pools_disjoint(tasks, name):
         assert seen <= own and not seen & other
 
 
-def test_one_shot_uses_disjoint_characters(tasks):
-    task = tasks["one-shot", "none"]
+@pytest.mark.parametrize("name", OMNIGLOT_TASKS)
+def test_one_shot_uses_disjoint_characters(tasks, name):
+    task = tasks[name, "none"]
     train_ids = set(task.characters["train"][1].tolist())
     test_ids = set(task.characters["test"][1].tolist())
     assert train_ids.isdisjoint(test_ids)
@@ -147,26 +158,85 @@ def test_perfect_recall(tasks, mode):
 
 
 def test_similarity_cued(tasks):
-    b = tasks["similarity-cued", "none"].sample(32, "test", gen())
-    addr = b.addresses[:, 10:]
-    start = addr[:, :1]
-    assert torch.equal(addr, start + torch.arange(5))
-    assert int(start.min()) >= 0 and int(start.max()) <= 5
-    assert len(set(start.flatten().tolist())) > 1
+    task = tasks["similarity-cued", "none"]
+    assert (task.prerecall_length, task.recall_length, task.length) == (20, 5, 25)
+    b = task.sample(32, "test", gen())
+    addr = b.addresses[:, 20:]
+    assert torch.equal(addr, addr[:, :1] + torch.arange(5))
     assert check_recall_copies(b) == 32 * 5
 
 
-def test_parity(tasks):
-    task = tasks["parity", "none"]
+def test_similarity_cued_span_start_range(tasks):
+    """Alg. 4's r ~ U[1, l - k] (1-based) is a 0-based start in [0, l - k - 1]: every one of those
+    l - k values occurs, and the span never ends on the last pre-recall item."""
+    task = tasks["similarity-cued", "none"]
+    g = gen(5)
+    starts = torch.cat([task.sample(64, "train", g).addresses[:, 20] for _ in range(10)])
+    assert set(starts.tolist()) == set(range(20 - 5))  # 640 draws of 15 values
+    # smallest case: l = k + 1 leaves one start, 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        short = make_task("similarity-cued", prerecall_length=6, recall_length=5, binarize="none")
+    assert bool((short.sample(64, "train", gen()).addresses[:, 6:] == torch.arange(5)).all())
+
+
+def test_parity_rule_on_figure_5():
+    """Fig. 5: pre-recall labels 7, 8, 9, 0, 8 -> recall digits 0, 1, 0, 1, 1 (1 = even)."""
+    labels = torch.tensor([[7, 8, 9, 0, 8]])
+    assert parity_digits(labels).tolist() == [[0, 1, 0, 1, 1]]
+    assert cumulative_parity_digits(labels).tolist() == [[1, 1, 0, 0, 0]]  # 7, 15, 24, 24, 32
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("parity", [0, 1, 0, 1, 1]), ("cumulative-parity", [1, 1, 0, 0, 0])]
+)
+def test_parity_generator_on_figure_5(tasks, name, expected, monkeypatch):
+    """The generator itself on Fig. 5's hand-made pre-recall labels."""
+    task = tasks[name, "none"]
+    pool = task.pools["train"]
+    forced = [7, 8, 9, 0, 8, 1, 2, 3, 4, 5]
+    index = torch.stack([torch.nonzero(pool.labels == d)[0, 0] for d in forced]).expand(2, 10)
+
+    def forced_items(batch_size, n, split, generator):
+        return task._frames(split, index, generator), task._labels(split, index)
+
+    monkeypatch.setattr(task, "_draw_items", forced_items)
+    b = task.sample(2, "train", gen())
+    assert b.labels[:, :10].tolist() == [forced] * 2
+    assert b.labels[:, 10:].tolist() == [expected] * 2
+    for digit in (0, 1):  # new images of the recall digit
+        digit_keys = keys(pool.images[pool.labels == digit])
+        assert keys(b.x[:, 10:][b.labels[:, 10:] == digit]) <= digit_keys
+
+
+@pytest.mark.parametrize("prerecall_length", [10, 20, 50])  # the paper's lengths, k = 5
+def test_parity(prerecall_length, monkeypatch):
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        task = make_task("parity", prerecall_length=prerecall_length, binarize="none")
+    l = prerecall_length
+    assert (task.recall_length, task.length) == (5, l + 5)
     b = task.sample(32, "train", gen())
-    expected = b.labels[:, :5].cumsum(1) % 2
-    assert torch.equal(b.labels[:, 10:], expected)
-    assert bool((b.addresses == -1).all()) and bool(b.recall[:, 10:].all())
+    expected = (b.labels[:, :5] % 2 == 0).long()  # the label of pre-recall step j alone
+    assert torch.equal(b.labels[:, l:], expected)
+    assert {0, 1} <= set(expected.flatten().tolist())
+    assert bool((b.addresses == -1).all()) and bool(b.recall[:, l:].all())
     pool = task.pools["train"]
     for digit in (0, 1):
         digit_keys = keys(pool.images[pool.labels == digit])
-        frames = b.x[:, 10:][expected == digit]
-        assert keys(frames) <= digit_keys
+        assert keys(b.x[:, l:][expected == digit]) <= digit_keys
+
+
+def test_cumulative_parity(tasks):
+    task = tasks["cumulative-parity", "none"]
+    b = task.sample(32, "train", gen())
+    expected = b.labels[:, :5].cumsum(1) % 2
+    assert torch.equal(b.labels[:, 10:], expected)
+    assert not torch.equal(expected, (b.labels[:, :5] % 2 == 0).long())  # not the paper's rule
+    pool = task.pools["train"]
+    for digit in (0, 1):
+        assert keys(b.x[:, 10:][expected == digit]) <= keys(pool.images[pool.labels == digit])
 
 
 def test_dynamic_dependency(tasks):
@@ -186,10 +256,36 @@ def test_dynamic_dependency(tasks):
         make_task("dynamic-dependency", prerecall_length=8, recall_length=3)
 
 
-def test_one_shot(tasks):
-    task = tasks["one-shot", "none"]
+def drawing_indices(drawings: torch.Tensor, frame: torch.Tensor) -> set[int]:
+    """Which of one character's drawings ``[S, 1, 28, 28]`` equal ``frame``, pixel for pixel."""
+    return {d for d in range(len(drawings)) if torch.equal(drawings[d], frame)}
+
+
+@pytest.mark.parametrize("mode", ["none", "dynamic"])
+def test_one_shot(tasks, mode):
+    """Alg. 1 on held-out characters: recall repeats the same drawings, frame for frame."""
+    task = tasks["one-shot", mode]
+    assert (task.prerecall_length, task.recall_length, task.length) == (20, 5, 25)
+    for split in ("train", "test"):
+        b = task.sample(16, split, gen())
+        assert bool((b.addresses[:, 20:] == torch.arange(5)).all())
+        assert check_recall_copies(b) == 16 * 5  # identical (binarised) frames
+        assert torch.equal(b.labels[:, 20:], b.labels[:, :5])
+        for row in b.labels[:, :20]:
+            assert len(set(row.tolist())) == 20  # distinct characters within a sequence
+    if mode == "none":  # each pre-recall frame is one drawing of its character
+        drawings, ids = task.characters["test"]
+        pos = {int(c): i for i, c in enumerate(ids)}
+        for s in range(16):
+            for j in range(20):
+                assert drawing_indices(drawings[pos[int(b.labels[s, j])]], b.x[s, j])
+
+
+def test_one_shot_generalisation(tasks):
+    task = tasks["one-shot-generalisation", "none"]
     b = task.sample(16, "train", gen())
     l, k = task.prerecall_length, task.recall_length
+    assert (l, k) == (10, 5)
     assert bool((b.addresses[:, l:] == torch.arange(k)).all())
     assert torch.equal(b.labels[:, l:], b.labels[:, :k])  # same character ...
     for row in b.labels[:, :l]:
@@ -200,9 +296,8 @@ def test_one_shot(tasks):
     for s in range(16):
         for j in range(k):
             ch = drawings[pos[int(b.labels[s, j])]]
-            first = [d for d in range(20) if torch.equal(ch[d], b.x[s, j])]
-            second = [d for d in range(20) if torch.equal(ch[d], b.x[s, l + j])]
-            assert first and second and set(first).isdisjoint(second)
+            first, second = drawing_indices(ch, b.x[s, j]), drawing_indices(ch, b.x[s, l + j])
+            assert first and second and first.isdisjoint(second)
 
 
 def test_navigation(tasks):
@@ -260,17 +355,18 @@ def test_sequential_mnist(tasks):
 
 
 @pytest.mark.parametrize(
-    "kw",
+    ("name", "kw"),
     [
-        {"prerecall_length": 6, "recall_length": 6},
-        {"prerecall_length": 12, "recall_length": 3},
+        ("perfect-recall", {"prerecall_length": 6, "recall_length": 6}),
+        ("similarity-cued", {"prerecall_length": 6, "recall_length": 5}),
+        ("similarity-cued", {"prerecall_length": 12, "recall_length": 3}),
     ],
 )
-def test_lengths(kw, monkeypatch):
+def test_lengths(name, kw, monkeypatch):
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        task = make_task("similarity-cued", binarize="none", **kw)
+        task = make_task(name, binarize="none", **kw)
     b = task.sample(2, "train", gen())
     assert task.length == sum(kw.values()) == b.x.shape[1]
     check_recall_copies(b)
@@ -286,6 +382,12 @@ def test_lengths(kw, monkeypatch):
         ("tetris", {}, "^unknown task 'tetris'; expected one of: perfect-recall"),
         ("perfect-recall", {"recall_length": 11}, r"recall_length must be in \[1, prerecall_le"),
         ("copy", {"recall_length": 11}, r"recall_length must be in \[1, prerecall_length=10\]"),
+        (
+            "similarity-cued",
+            {"prerecall_length": 6, "recall_length": 6},
+            r"^recall_length must be in \[1, prerecall_length - 1=5\]; got 6$",
+        ),
+        ("similarity-cued", {"prerecall_length": 1}, r"prerecall_length must be in >= 2"),
         ("perfect-recall", {"prerecall_length": 0}, r"prerecall_length must be in >= 1"),
         ("perfect-recall", {"prerecall_length": 2.5}, "prerecall_length must be an integer"),
         ("navigation", {"prerecall_length": 5}, "has no option 'prerecall_length'; allowed:"),
@@ -315,22 +417,26 @@ def test_bad_sample_arguments(tasks):
         task.sample(2, "train", 0)
 
 
-def test_parity_needs_labels(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["parity", "cumulative-parity"])
+def test_parity_needs_labels(name, tmp_path, monkeypatch):
     import numpy as np
 
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     arrays = {s: np.zeros((5, 784), dtype=np.uint8) for s in ("train", "valid", "test")}
     np.savez_compressed(tmp_path / "binarized_mnist_larochelle.npz", **arrays)
     with pytest.raises(ValueError, match="needs digit labels"):
-        make_task("parity", data_dir=tmp_path, dataset="binarized-mnist")
+        make_task(name, data_dir=tmp_path, dataset="binarized-mnist")
 
 
 def test_full_data_tasks():
     d = Path(os.environ.get("PGTM_DATA_DIR") or REPO.parent / "shared" / "data")
     if not (d / "omniglot" / "omniglot_105_uint8.npz").is_file():
         pytest.skip("full data not available")
-    task = make_task("one-shot", data_dir=d, binarize="none")
-    b = task.sample(4, "test", gen())
-    assert int(b.labels.min()) >= 964  # evaluation characters only
+    for name in OMNIGLOT_TASKS:
+        task = make_task(name, data_dir=d, binarize="none")
+        b = task.sample(4, "test", gen())
+        assert int(b.labels.min()) >= 964  # evaluation characters only
+        assert int(task.sample(4, "train", gen()).labels.max()) < 964  # background only
+    assert check_recall_copies(make_task("one-shot", data_dir=d).sample(4, "test", gen())) == 20
     dd = make_task("dynamic-dependency", data_dir=d, dataset="binarized-mnist")
     assert check_recall_copies(dd.sample(4, "train", gen())) == 20
