@@ -74,26 +74,27 @@ def test_train_evaluate_sample(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["train", "perfect-recall", "-l", "3", "-k", "5", "--out", "X"], "recall_length"),
+        (["train", "perfect-recall", "-l", "3", "-k", "5", "--out", "X"], "--recall-length"),
         (["train", "perfect-recall", "--model", "vrnn", "--sparsity", "0.1", "--out", "X"],
          "--sparsity applies to --model introspective only"),
         (["evaluate", "no-such-run"], "RUN_DIR must be a folder written by 'pgtm train'"),
         (["train", "perfect-recall", "--threads", "0", "--out", "X"],
-         "--threads must be an integer >= 1, got 0"),
-        (["evaluate", "no-such-run", "--threads", "-1"], "--threads must be an integer >= 1"),
+         "argument --threads: expected an integer >= 1, got '0'"),
+        (["evaluate", "no-such-run", "--threads", "-1"],
+         "argument --threads: expected an integer >= 1"),
         (["train", "perfect-recall", "--parameter-budget", "0", "--out", "X"],
-         "--parameter-budget must be an integer >= 1, got 0"),
+         "argument --parameter-budget: expected an integer >= 1, got '0'"),
         (["train", "perfect-recall", "--parameter-budget", "900000", "--controller-size", "64",
           "--out", "X"], "give it or --controller-size, not both"),
         (["train", "perfect-recall", "--parameter-budget", "1000", "--network", "mlp", "--out",
-          "X"], "parameter_budget must be >= "),
+          "X"], "--parameter-budget must be >= "),
     ],
 )
 def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("pgtm: error:") and message in err
+    assert err.startswith("pgtm") and ": error: " in err and message in err
 
 
 def test_unknown_model_is_a_usage_error(capsys):

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The paper's experiments (Gemici et al. 2017, section 5), parameter-matched models.
+#
+#   bash examples/paper_experiments.sh DATA_DIR STEPS SEED EXPERIMENT [MODEL ...]
+#
+# EXPERIMENT: perfect-recall-l10, perfect-recall-l20, perfect-recall-l50, parity-l10,
+# parity-l20, parity-l50, one-shot, dynamic-dependency, similarity-cued, navigation.
+# MODEL: vrnn introspective ntm lru dnc (default: all five, one after the other).
+# Every model has 1.86 M parameters (--parameter-budget 1860000, MLP networks), one thread
+# (run one such command per core). Runs go to runs/paper/EXPERIMENT/MODEL/seedSEED; rerunning
+# the same command with a larger STEPS continues each run exactly from its checkpoint.
+set -euo pipefail
+
+data_dir=${1:?DATA_DIR}
+steps=${2:?STEPS}
+seed=${3:?SEED}
+experiment=${4:?EXPERIMENT}
+shift 4
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(vrnn introspective ntm lru dnc)
+
+case "$experiment" in
+  perfect-recall-l10) task=(perfect-recall -l 10 -k 5) ;;
+  perfect-recall-l20) task=(perfect-recall -l 20 -k 5) ;;
+  perfect-recall-l50) task=(perfect-recall -l 50 -k 5) ;;
+  parity-l10) task=(parity -l 10 -k 5) ;;
+  parity-l20) task=(parity -l 20 -k 5) ;;
+  parity-l50) task=(parity -l 50 -k 5) ;;
+  one-shot) task=(one-shot -l 20 -k 5) ;;
+  dynamic-dependency) task=(dynamic-dependency -l 20 -k 5) ;;
+  similarity-cued) task=(similarity-cued -l 20 -k 5) ;;
+  navigation) task=(navigation) ;;
+  *) echo "unknown experiment $experiment" >&2; exit 2 ;;
+esac
+
+for model in "${models[@]}"; do
+  pgtm train "${task[@]}" --model "$model" --data-dir "$data_dir" \
+    --parameter-budget 1860000 --network mlp --steps "$steps" --seed "$seed" --threads 1 \
+    --batch-size 32 --learning-rate 1e-3 --eval-every 500 --checkpoint-every 500 \
+    --log-every 50 --no-progress --out "runs/paper/$experiment/$model/seed$seed"
+done
