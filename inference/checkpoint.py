@@ -60,6 +60,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 OLDER_CHECKPOINTS = "checkpoints"
 #: Bumped whenever the layout changes incompatibly.
 FORMAT_VERSION = 1
+#: Versions :func:`load_checkpoint` reads.
+READABLE_VERSIONS = (1,)
 #: Keys every checkpoint must have.
 REQUIRED_KEYS = (
     "format_version",
@@ -106,7 +108,11 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     tmp_name = temp_sibling(path)
     try:
         with open(tmp_name, "xb") as f:
-            torch.save(dict(state), f)
+            try:
+                torch.save(dict(state), f)
+            except RuntimeError as e:  # torch's writer reports a failed write (a full disk) so
+                raise OSError(f"checkpoint: writing {path} failed ({str(e).splitlines()[0]}); "
+                              "is the disk full? The previous checkpoint is intact") from e
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -152,10 +158,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint: {path} lacks keys {missing}")
-    if state["format_version"] != FORMAT_VERSION:
+    if state["format_version"] not in READABLE_VERSIONS:
         raise ValueError(
             f"checkpoint: {path} has format_version {state['format_version']!r}, "
-            f"expected {FORMAT_VERSION}"
+            f"expected one of {READABLE_VERSIONS}"
         )
     step, losses = state["step"], state["losses"]
     if not (isinstance(step, int) and torch.is_tensor(losses) and losses.dim() == 1

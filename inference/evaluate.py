@@ -235,10 +235,15 @@ def importance_traces(
     log probabilities computed. Arguments as for :func:`log_weights`."""
     K = check_positive_int(num_particles, "num_particles")
     _check_inputs(x, c, mask)
-    guide_trace = poutine.trace(_vectorise(guide, K)).get_trace(x, c=c, mask=mask)
-    model_trace = poutine.trace(
-        poutine.replay(_vectorise(model, K), trace=guide_trace)
-    ).get_trace(x, c=c, mask=mask)
+    try:
+        guide_trace = poutine.trace(_vectorise(guide, K)).get_trace(x, c=c, mask=mask)
+        model_trace = poutine.trace(
+            poutine.replay(_vectorise(model, K), trace=guide_trace)
+        ).get_trace(x, c=c, mask=mask)
+    except ValueError as e:
+        # Pyro appends the trace's shapes to an error raised inside the program (e.g. the
+        # GTM's input checks); the first line is the message
+        raise ValueError(str(e).splitlines()[0]) from e
     guide_trace.compute_log_prob()
     model_trace.compute_log_prob()
     return guide_trace, model_trace

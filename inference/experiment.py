@@ -31,6 +31,7 @@ from pgtm.inference.read_heads import ReadHeadLog, plot_read_head_dynamics, read
 from pgtm.inference.train import TrainConfig, train
 from pgtm.memories.introspective import IntrospectiveMemory
 from pgtm.models import build_gtm, count_parameters
+from pgtm.models.build import class_reference
 from pgtm.plotting import plot_read_weights, plot_step_curves, save_sequences
 from pgtm.tasks import make_task
 
@@ -44,9 +45,9 @@ SUMMARY_KEYS = (
 
 
 def _name(part) -> str:
-    """A part given by name stays a name; a user's class is recorded by its qualified name
-    (which :func:`load_run` then reports as unknown: such runs are rebuilt by their script)."""
-    return part if isinstance(part, str) else f"{part.__module__}.{part.__qualname__}"
+    """A part given by name stays a name; a user's class is recorded as an importable reference
+    (:func:`~pgtm.models.build.class_reference`), which :func:`load_run` imports."""
+    return part if isinstance(part, str) else class_reference(part)
 
 
 #: what must agree between a run folder and the run asked to continue it
@@ -419,8 +420,12 @@ def write_pictures(gtm, task, batch, results, out: Path, device, title: str, num
     observed = int((~recall).sum()) if bool(recall.any()) else length // 2
     cued = gtm.generate(length, x=x, c=c, observed_steps=observed)
     free = gtm.generate(length, num_rows, c=c)
-    highlight = torch.arange(length) >= observed
-    save_sequences(out / "samples.png", [x, cued.frames, free.frames], highlight)
+    save_sequences(out / "samples.png", [
+        ("held-out data", x, None),
+        (f"first {observed} observed,\nthe rest generated", cued.frames,
+         torch.arange(length) >= observed),
+        ("free samples", free.frames, torch.ones(length, dtype=torch.bool)),
+    ], title=f"{title}: samples")
     plot_step_curves(
         out / "kl_per_step.png", {title: [_nan_to_none(v) for v in results["kl"]]},
         recall=recall.tolist(), title="KL(q || p) per step on held-out sequences",

@@ -373,7 +373,8 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
             log.add(result.loss, None if result.regulariser is None
                     else result.regulariser.metrics)
             pbar.update(1)
-            pbar.set_postfix(loss=f"{result.loss:.4g}", beta=f"{beta:.3g}", refresh=False)
+            pbar.set_postfix_str(f"loss {result.loss / config.batch_size:.5g} nats/sequence, "
+                                 f"beta {beta:.3g}", refresh=False)
 
             is_last = step == config.steps
             do_eval = evaluate_fn is not None and config.eval_every is not None and (

@@ -12,8 +12,13 @@ LSTM size (the one width every model has) by :func:`controller_size_for_budget`.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import math
+import os
+import sys
+from pathlib import Path
 
 import torch
 
@@ -63,14 +68,58 @@ _LARGEST_CONTROLLER_SIZE = 2**16
 
 
 def resolve(kind: str, value, registry: dict):
-    """Return ``registry[value]`` for a name, or ``value`` itself when it is a class/callable."""
+    """Return ``registry[value]`` for a name, the class a ``"module:Class"`` or
+    ``"path/to/script.py:Class"`` reference names (see :func:`class_reference`), or ``value``
+    itself when it is a class/callable."""
     if isinstance(value, str):
-        if value not in registry:
-            raise ValueError(f"unknown {kind} {value!r}; choose one of {sorted(registry)}")
-        return registry[value]
+        if value in registry:
+            return registry[value]
+        if ":" in value:
+            return _import_class(kind, value)
+        raise ValueError(f"unknown {kind} {value!r}; choose one of {sorted(registry)} or give "
+                         "'module:Class'")
     if callable(value):
         return value
     raise ValueError(f"{kind} must be a name in {sorted(registry)} or a class, got {value!r}")
+
+
+def class_reference(cls) -> str:
+    """An importable reference to a user's class: ``"module:Class"``, or for a class defined in
+    the script being run (``__main__``) ``"/abs/path/script.py:Class"``, which
+    :func:`resolve` loads by path (the script's ``if __name__ == "__main__":`` part does not
+    run)."""
+    module = cls.__module__
+    if module == "__main__":
+        script = getattr(sys.modules["__main__"], "__file__", None)
+        if script is not None:
+            module = os.path.abspath(script)
+    return f"{module}:{cls.__qualname__}"
+
+
+def _import_class(kind: str, reference: str):
+    module_name, _, qualname = reference.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            name = f"pgtm_user_{Path(module_name).stem}"
+            module = sys.modules.get(name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(name, module_name)
+                if spec is None:
+                    raise ImportError(f"no Python file at {module_name}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        found = module
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, OSError) as e:
+        raise ValueError(
+            f"{kind}: cannot import {reference!r} ({type(e).__name__}: {e}); define the class "
+            "in a module on the Python path (or keep the script at that path)"
+        ) from e
+    return found
 
 
 def build_gtm(
@@ -214,6 +263,8 @@ def _assemble(
 ) -> GTM:
     """:func:`build_gtm` with every size resolved."""
     frame_shape = tuple(frame_shape)
+    if not frame_shape or not all(isinstance(n, int) and n >= 1 for n in frame_shape):
+        raise ValueError(f"frame_shape must be positive integers (C, H, W), got {frame_shape}")
     memory_cls = resolve("memory", memory, MEMORIES)
     prior_cls = resolve("prior", prior, PRIORS)
     posterior_cls = resolve("posterior", posterior, POSTERIORS)
@@ -227,6 +278,9 @@ def _assemble(
     for name, value in (("latent_size", latent_size), ("controller_size", controller_size)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    if isinstance(action_size, bool) or not isinstance(action_size, int) or action_size < 0:
+        raise ValueError(f"action_size must be an integer >= 0, got {action_size!r}")
+    _check_memory_options(memory, memory_cls, memory_options)
     if memory_cls in _SLOTS_FROM_LENGTH and "num_slots" not in memory_options:
         if sequence_length is None:
             raise ValueError(f"memory {memory!r} needs sequence_length (or num_slots)")
@@ -258,6 +312,22 @@ def _assemble(
         action_size=action_size,
         reuse_path=reuse_path,
     )
+
+
+def _check_memory_options(memory, memory_cls, options: dict) -> None:
+    """Every option must be an argument of the memory's constructor (unless it takes
+    ``**kwargs``): ``num_heads`` for the VRNN is an error, not silently ignored."""
+    try:
+        parameters = inspect.signature(memory_cls).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    accepted = {p.name for p in parameters} - {"latent_size", "controller_size"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"{unknown[0]}: memory {memory!r} takes no option {unknown[0]!r}; its "
+                         f"options: {', '.join(sorted(accepted)) or 'none'}")
 
 
 def _constructor_arguments(cls) -> set[str]:

@@ -194,6 +194,9 @@ class GTM(nn.Module):
         # float64 sum, which cannot overflow for float32 frames
         if not torch.isfinite(x.sum(dtype=torch.float64)):
             raise ValueError("x contains NaN or infinite values")
+        outside = self.likelihood.frames_error(x)
+        if outside is not None:
+            raise ValueError(outside)
         batch_time = tuple(x.shape[:2])
         if self.action_size:
             if c is None or c.dim() != 3 or tuple(c.shape) != batch_time + (self.action_size,):
@@ -211,6 +214,9 @@ class GTM(nn.Module):
                 f"mask must be a bool tensor of shape [B, T] = {list(batch_time)}, "
                 f"got {mask.dtype} {list(mask.shape)}"
             )
+        elif bool((mask[:, 1:] > mask[:, :-1]).any()):
+            raise ValueError("mask must be True on a prefix of each sequence and False after its "
+                             "end; it has an observed step after a masked one")
         return x, c, mask
 
     @staticmethod
@@ -321,10 +327,16 @@ class GTM(nn.Module):
         :param c: ``[B, T, action_size]`` context, required when the model has one.
         :returns: :class:`Generated` with frame means ``[B, T, *frame_shape]``.
         """
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"length must be an integer >= 1, got {length!r}")
         if observed_steps < 0 or observed_steps > length:
             raise ValueError(f"observed_steps must be in [0, {length}], got {observed_steps}")
         if observed_steps and (x is None or x.shape[1] < observed_steps):
             raise ValueError(f"x must hold at least observed_steps={observed_steps} frames")
+        if x is not None and (x.dim() != 2 + len(self.frame_shape)
+                              or tuple(x.shape[2:]) != self.frame_shape):
+            expected = "[B, T, " + ", ".join(map(str, self.frame_shape)) + "]"
+            raise ValueError(f"x must have shape {expected}, got {list(x.shape)}")
         if self.action_size and (c is None or c.shape[1] < length):
             raise ValueError(f"c must have shape [B, {length}, {self.action_size}]")
         for given in (x, c):

@@ -26,12 +26,22 @@ class Likelihood(nn.Module):
     def mean(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw)
 
+    def frames_error(self, x: torch.Tensor) -> str | None:
+        """Why frames ``x`` are outside this likelihood's support, or ``None``."""
+        return None
+
 
 class BernoulliLikelihood(Likelihood):
     """Bernoulli pixels with logits ``raw``: for binarised frames."""
 
     def forward(self, raw):
         return dist.Bernoulli(logits=raw).to_event(len(self.frame_shape))
+
+    def frames_error(self, x):
+        if bool(((x == 0) | (x == 1)).all()):
+            return None
+        return ("x must hold binary frames (0 or 1) for the bernoulli likelihood; binarise them "
+                "or use the continuous-bernoulli or gaussian likelihood")
 
 
 class GaussianLikelihood(Likelihood):
@@ -55,6 +65,11 @@ class ContinuousBernoulliLikelihood(Likelihood):
 
     def mean(self, raw):
         return dist.ContinuousBernoulli(logits=raw).mean
+
+    def frames_error(self, x):
+        if bool(((x >= 0) & (x <= 1)).all()):
+            return None
+        return "x must hold frames in [0, 1] for the continuous-bernoulli likelihood"
 
 
 LIKELIHOODS = {

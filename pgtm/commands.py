@@ -460,6 +460,8 @@ def _register_evaluate(subparsers) -> None:
 
 
 def _cmd_sample(args) -> int:
+    from pathlib import Path
+
     import torch
 
     from pgtm.inference.experiment import load_run, test_batch
@@ -475,11 +477,14 @@ def _cmd_sample(args) -> int:
     device = next(gtm.parameters()).device
     c = None if batch.c is None else batch.c.to(device)
     out = gtm.generate(task.length, x=batch.x.to(device), c=c, observed_steps=args.observe)
-    highlight = torch.arange(task.length) >= args.observe
-    rows = [batch.x, out.frames] if args.observe else [out.frames]
-    save_sequences(args.out, rows, highlight)
-    print(f"wrote {args.out}: " + ("data rows, then " if args.observe else "")
-          + f"samples (first {args.observe} frames observed, the rest generated, in red)")
+    generated = torch.arange(task.length) >= args.observe
+    groups = [("held-out data", batch.x, None)] if args.observe else []
+    label = (f"first {args.observe} observed,\nthe rest generated" if args.observe
+             else "free samples")
+    groups.append((label, out.frames, generated))
+    save_sequences(args.out, groups, title=f"{Path(args.run).name}: samples")
+    print(f"wrote {args.out}: " + ("held-out data, then " if args.observe else "")
+          + f"samples (first {args.observe} frames observed, the rest generated, tinted red)")
     if out.weights is not None:
         heat_map = args.out.rsplit(".", 1)[0] + "_read_weights.png"
         gates = None if out.gates is None else out.gates[0]

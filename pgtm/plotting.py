@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 
 def _prepare(path) -> str:
@@ -35,24 +35,40 @@ def frames_for_display(frames: torch.Tensor) -> torch.Tensor:
     return images.reshape(b, t, 3, images.shape[-2], images.shape[-1])
 
 
-def save_sequences(path, rows: list[torch.Tensor], highlight: torch.Tensor | None = None) -> str:
-    """Write a grid with one row per sequence.
+def save_sequences(path, groups: list[tuple[str, torch.Tensor, torch.Tensor | None]],
+                   title: str | None = None) -> str:
+    """Write labelled blocks of sequences, one row per sequence, generated frames tinted red.
 
-    :param rows: tensors ``[B, T, C, H, W]`` drawn one after another (e.g. data, then samples).
-    :param highlight: ``[T]`` or ``[B, T]`` bool, steps to tint red (e.g. the recall phase) in
-        every block.
+    :param groups: ``(label, frames [B, T, C, H, W], generated)`` per block, e.g. the data,
+        then samples; ``generated`` is ``[T]`` bool (the steps the model generated, tinted),
+        or ``None`` when none was generated.
+    :param title: the figure's title.
     """
     blocks = []
-    for frames in rows:
+    for label, frames, generated in groups:
         images = frames_for_display(frames.detach().cpu())
-        if highlight is not None:
-            mark = highlight.cpu().expand(images.shape[:2])
+        if generated is not None:
+            mark = generated.cpu().expand(images.shape[:2])
             red = images[..., 0, :, :]
             red[mark] = red[mark].clamp(min=0.45)  # dark-red background, strokes stay white
-        blocks.append(images)
-    grid = torch.cat(blocks, 0)
+        grid = make_grid(images.flatten(0, 1), nrow=images.shape[1], padding=2, pad_value=0.5)
+        blocks.append((label, grid.permute(1, 2, 0).numpy()))
+    width = blocks[0][1].shape[1] / 80 + 1.6
+    heights = [grid.shape[0] for _, grid in blocks]
+    fig, axes = plt.subplots(len(blocks), 1, figsize=(width, sum(heights) / 80 + 0.9),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False,
+                             layout="constrained")
+    for ax, (label, grid) in zip(axes[:, 0], blocks, strict=True):
+        ax.imshow(grid, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, fontsize=9)
+    axes[-1, 0].set_xlabel("time step →  (red tint: frames the model generated)", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     path = _prepare(path)
-    save_image(grid.flatten(0, 1), path, nrow=grid.shape[1], padding=2, pad_value=0.5)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 
@@ -130,7 +146,8 @@ def plot_read_weights(path, weights: torch.Tensor, gates: torch.Tensor | None = 
         shown = weights[:, r, :]
         if gates is not None:
             shown = shown * gates.detach().cpu()[:, r : r + 1]
-        image = ax.imshow(shown.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis")
+        image = ax.imshow(shown.T.numpy(), aspect="auto", origin="lower", vmin=0, vmax=1,
+                          cmap="viridis")
         ax.set_title(f"head {r}" + (" × gate" if gates is not None else ""), fontsize=10)
         ax.set_xlabel("time step")
         if r == 0:

@@ -134,7 +134,7 @@ class NoMemory(Memory):
 
     read_size = 0
 
-    def __init__(self, **unused):
+    def __init__(self, latent_size: int | None = None, controller_size: int | None = None):
         super().__init__()
 
     def initial_state(self, batch_shape, device=None, dtype=None) -> NoMemoryState:
