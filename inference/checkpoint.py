@@ -6,12 +6,13 @@ a checkpoint therefore never executes code). Everything needed to continue a run
 it; :func:`pgtm.inference.train.train` builds and consumes the dictionary, this module only knows
 how to write it safely, read it back, and (de)serialise the random-number-generator states.
 
-Layout (``FORMAT_VERSION == 1``):
+Layout (``FORMAT_VERSION == 2``):
 
 * ``format_version``: int.
 * ``step``: int, number of completed optimisation steps.
 * ``module``: ``gtm.state_dict()``.
-* ``optim``: ``pyro.optim.PyroOptim.get_state()`` (per-parameter-name ClippedAdam state dicts).
+* ``optim``: the ``state_dict()`` of the run's ``ClippedAdam`` over the module's parameters
+  (format 1: ``pyro.optim.PyroOptim.get_state()``, per-parameter-name state dicts).
 * ``rng``: see :func:`capture_rng_state`.
 * ``batch_generator``: ``torch.Generator.get_state()`` of the batch generator (uint8 tensor).
 * ``config``: the :class:`~pgtm.inference.train.TrainConfig` as a dict of primitives.
@@ -58,10 +59,11 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Folder (inside ``out_dir``) of the older checkpoints a :class:`CheckpointRing` keeps.
 OLDER_CHECKPOINTS = "checkpoints"
-#: Bumped whenever the layout changes incompatibly.
-FORMAT_VERSION = 1
+#: Bumped whenever the layout changes incompatibly (2: ``optim`` is one torch optimiser's
+#: ``state_dict``; format-1 checkpoints, with Pyro's per-parameter optimisers, still load).
+FORMAT_VERSION = 2
 #: Versions :func:`load_checkpoint` reads.
-READABLE_VERSIONS = (1,)
+READABLE_VERSIONS = (1, 2)
 #: Keys every checkpoint must have.
 REQUIRED_KEYS = (
     "format_version",

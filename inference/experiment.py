@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 from pgtm.inference.bounds import bound_sweep
 from pgtm.inference.checkpoint import CHECKPOINT_NAME, check_module_state, load_checkpoint
 from pgtm.inference.copy_metrics import COPY_TASKS, exact_match
+from pgtm.inference.distributed import ranks
 from pgtm.inference.evaluate import evaluate, save_json
 from pgtm.inference.lifecycle import RunLock
 from pgtm.inference.memory_forcing import MemoryForcing
@@ -274,7 +275,8 @@ def run_experiment(
     :param memory_forcing: train with Memory Forcing: options of
         :class:`~pgtm.inference.memory_forcing.MemoryForcing` (``{}`` for its defaults, e.g.
         ``{"weight": 1.0, "accuracy_gate": 0.75}``); ``None`` (default) trains the ELBO alone.
-    :returns: the results dict (also saved as ``results.json``): the keys of
+    :returns: the results dict (also saved as ``results.json``; ``{}`` on ranks other than 0
+        of a data-parallel run): the keys of
         :data:`SUMMARY_KEYS`, per-step ``kl``/``nll``, per-sequence ELBO / IWAE and PSIS
         ``khat``, ``memory_forcing`` (all its settings, or ``None``) and, for the copy task,
         ``exact_match`` and ``bit_accuracy`` (:func:`~pgtm.inference.copy_metrics.exact_match`;
@@ -282,7 +284,9 @@ def run_experiment(
     """
     if config.out_dir is None:
         raise ValueError("config.out_dir must be set: run_experiment writes its results there")
-    with RunLock(config.out_dir):  # one writer per run folder, from run.json to the pictures
+    # one writer per run folder, from run.json to the pictures: in data-parallel training rank 0
+    lock = RunLock(config.out_dir) if ranks().main else nullcontext()
+    with lock:
         return _run_experiment(memory, task, config, eval_sequences, iwae_particles,
                                progress_eval_sequences, model_options, resume, data_dir,
                                memory_forcing)
@@ -300,7 +304,8 @@ def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
     spec = run_spec(task, memory, model_options, data_dir, parameter_budget)
     if resume:
         check_same_run(out, spec)
-    save_json(spec, out / RUN_SPEC)
+    if ranks().main:
+        save_json(spec, out / RUN_SPEC)
     parameters = count_parameters(gtm)
     progress_batch = test_batch(task, progress_eval_sequences)
 
@@ -323,6 +328,8 @@ def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
     started = time.perf_counter()
     result = train(gtm, task, config, evaluate_fn=periodic_evaluation, resume=resume,
                    regulariser=regulariser)
+    if not ranks().main:
+        return {}  # the final evaluation and pictures are rank 0's
     final_batch = test_batch(task, eval_sequences)
     r = evaluate_gtm(gtm, final_batch, num_particles=iwae_particles)
     copy = exact_match(gtm, final_batch) if task.name in COPY_TASKS else {}

@@ -7,9 +7,10 @@ one particle this is the negative ELBO. The memory's penalties are added to the 
 ``pyro.factor`` sites add them to the ELBO), and KL annealing multiplies
 :math:`\log p(z) - \log q(z)` in every weight by :attr:`FIVO.latent_scale`.
 
-:class:`FIVO` has the ``loss`` / ``loss_and_grads`` methods of a Pyro ELBO, so the training loop
-steps it like :class:`~pyro.infer.Trace_ELBO`; it needs the GTM itself (not only its Pyro
-programs) because the particle filter runs the GTM's step function.
+:class:`FIVO` has the ``loss`` / ``loss_and_grads`` / ``differentiable_loss`` methods of a Pyro
+ELBO, so the training loop's ``ELBOModule`` steps it like :class:`~pyro.infer.Trace_ELBO`; it
+needs the GTM itself (not only its Pyro programs) because the particle filter runs the GTM's
+step function.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class FIVO:
         """The loss without gradients (``model`` and ``guide`` are ignored: see above)."""
         with torch.no_grad():
             return float(self._loss(x, c, mask))
+
+    def differentiable_loss(self, model, guide, x, c=None, mask=None) -> torch.Tensor:
+        """The loss as a differentiable 0-dim tensor (what Pyro's ``ELBOModule`` calls)."""
+        return self._loss(x, c, mask)
 
     def loss_and_grads(self, model, guide, x, c=None, mask=None) -> float:
         """The loss, with its gradients accumulated into the GTM's parameters."""

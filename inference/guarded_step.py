@@ -33,7 +33,6 @@ from typing import Any, NamedTuple, Protocol
 
 import pyro
 import torch
-from pyro.infer.util import zero_grads
 from pyro.params.param_store import param_with_module_name
 from pyro.poutine.messenger import Messenger
 
@@ -243,20 +242,16 @@ def _first_nan_grad(params: list[torch.Tensor]) -> torch.Tensor | None:
 class StepResult(NamedTuple):
     """The checked outcome of :func:`guarded_step`, ready for the optimiser.
 
-    :ivar loss: the (annealed) negative ELBO.
-    :ivar params: the module parameters the step touched (unconstrained), with gradients.
+    :ivar loss: the (annealed) negative ELBO of the whole batch (all ranks' shares).
     :ivar regulariser: the regulariser's :class:`RegulariserLoss`, or ``None``.
     """
 
     loss: float
-    params: list[torch.Tensor]
     regulariser: RegulariserLoss | None
 
 
 def guarded_step(
-    elbo: Any,
-    model: Callable,
-    guide: Callable,
+    objective: Callable[..., torch.Tensor],
     batch: Any,
     *,
     step: int,
@@ -266,59 +261,82 @@ def guarded_step(
     previous_losses: Sequence[float],
     max_loss_ratio: float | None,
     pyro_checks: bool,
+    loss_scale: float = 1.0,
+    total: Callable[[float], float] = float,
 ) -> StepResult:
     """Loss and gradients of one step, checked before any update.
 
-    :param elbo: an object with ``loss_and_grads(model, guide, x, c=, mask=)`` (Pyro's ELBOs,
-        :class:`~pgtm.inference.fivo.FIVO`).
+    :param objective: ``objective(x, c=, mask=)`` -> differentiable 0-dim loss (the
+        :func:`~pgtm.inference.objective.training_objective` module, or its DDP wrapper).
     :param batch: a ``SequenceBatch`` on the training device.
     :param step: the 1-based step (passed to the regulariser).
     :param previous_losses: the losses of the steps so far (for :func:`loss_explosion`).
-    :param pyro_checks: run Pyro's own checks this step.
+    :param pyro_checks: run Pyro's own checks this step (and check that every ``pyro.param``
+        the programs use is a parameter of ``gtm``).
+    :param loss_scale: the loss is multiplied by this before ``backward`` (the number of ranks,
+        whose gradients data-parallel training averages).
+    :param total: this process's loss -> the whole batch's (a sum over ranks).
     :raises StepDiverged: with every gradient cleared, when the step is unusable.
+    :raises ValueError: when the programs use parameters that ``gtm`` does not own.
     """
+    params = [p for p in gtm.parameters() if p.requires_grad]
     try:
         checks = contextlib.nullcontext() if pyro_checks else without_pyro_checks()
-        with checks, pyro.poutine.trace(param_only=True) as capture:
-            loss = elbo.loss_and_grads(model, guide, batch.x, c=batch.c, mask=batch.mask)
+        capture = pyro.poutine.trace(param_only=True) if pyro_checks else contextlib.nullcontext()
+        with checks, capture as tracer:
+            loss = objective(batch.x, c=batch.c, mask=batch.mask)
+        (loss * loss_scale if loss_scale != 1.0 else loss).backward()
         reg_loss = None if regulariser is None else regulariser.loss(gtm, batch, step)
     except ValueError as e:
         # With distribution validation on (Pyro's default), NaN/inf parameters surface as this
         # ValueError before any loss exists: that is divergence too.
         if _INVALID_VALUES not in str(e):
             raise
-        zero_grads(gtm.parameters())
+        _clear_grads(params)
         _clear_grads(regulariser_params)
         first_line = str(e).splitlines()[0]
         raise StepDiverged(f"invalid distribution parameter ({first_line})", math.nan) from e
-    params = list({site["value"].unconstrained() for site in capture.trace.nodes.values()})
-    loss = float(loss)
-    total, own = loss, 0.0
+    if pyro_checks:
+        _check_own_parameters(tracer.trace, params)
+    loss = total(float(loss.detach()))
+    total_loss, own = loss, 0.0
     if reg_loss is not None:
         # each term into its own parameters only: the regulariser's parameters get no gradient
         # from the module's loss, and the module none from the regulariser's
         term = reg_loss.generator
         if term is not None and term.requires_grad:
-            total += float(term.detach())
-            torch.autograd.backward(term, inputs=[p for p in params if p.requires_grad])
+            total_loss += float(term.detach())
+            torch.autograd.backward(term, inputs=params)
         if reg_loss.own is not None and reg_loss.own.requires_grad:
             own = float(reg_loss.own.detach())
             torch.autograd.backward(reg_loss.own, inputs=regulariser_params)
     reason = None
-    if not math.isfinite(total):
+    if not math.isfinite(total_loss):
         reason = "non-finite loss" if not math.isfinite(loss) else "non-finite regulariser term"
     elif not math.isfinite(own):
         reason = "non-finite regulariser loss"
     else:
         bad = _first_nan_grad(params)
         if bad is not None:
-            reason = f"NaN gradient of parameter {pyro.get_param_store().param_name(bad)!r}"
+            name = next(n for n, p in gtm.named_parameters() if p is bad)
+            reason = f"NaN gradient of parameter {name!r}"
         elif _first_nan_grad(regulariser_params) is not None:
             reason = "NaN gradient of a regulariser parameter"
         else:
             reason = loss_explosion(loss, previous_losses, max_loss_ratio)
     if reason is not None:
-        zero_grads(params)
+        _clear_grads(params)
         _clear_grads(regulariser_params)
-        raise StepDiverged(reason, total)
-    return StepResult(loss, params, reg_loss)
+        raise StepDiverged(reason, total_loss)
+    return StepResult(loss, reg_loss)
+
+
+def _check_own_parameters(trace: Any, params: list[torch.Tensor]) -> None:
+    own = {id(p) for p in params}
+    for name, site in trace.nodes.items():
+        if site["type"] == "param" and id(site["value"].unconstrained()) not in own:
+            raise ValueError(
+                f"gtm: its programs use the parameter {name!r}, which is not an nn.Parameter of "
+                "the module (pyro.param outside it, or a stale param store entry); the optimiser "
+                "trains the module's own parameters only, so make it one of them"
+            )

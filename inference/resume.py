@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro.optim
 import torch
+from pyro.optim.clipped_adam import ClippedAdam
+from pyro.params.param_store import param_with_module_name
 
 from .checkpoint import FORMAT_VERSION, capture_rng_state, check_module_state
+from .guarded_step import MODULE_NAME
 from .train_config import OPTIM_FIELDS, TRAJECTORY_FIELDS, TrainConfig
 
-__all__ = ["TrainingState", "seed_globals", "warn_about_resume"]
+__all__ = ["TrainingState", "check_world_size", "clipped_adam", "rank_entry", "seed_globals",
+           "warn_about_resume"]
 
 
 def seed_globals(seed: int) -> None:
@@ -37,11 +40,11 @@ def seed_globals(seed: int) -> None:
     np.random.seed(derived % 2**32)  # noqa: NPY002 (legacy global state on purpose)
 
 
-def _clipped_adam(config: TrainConfig, lr_scale: float) -> pyro.optim.ClippedAdam:
-    return pyro.optim.ClippedAdam(
-        {"lr": config.learning_rate * lr_scale, "clip_norm": config.clip_norm,
-         "lrd": config.lr_decay}
-    )
+def clipped_adam(gtm: torch.nn.Module, config: TrainConfig, lr_scale: float = 1.0) -> ClippedAdam:
+    """Pyro's ClippedAdam (a torch optimiser) over every trainable parameter of ``gtm``."""
+    return ClippedAdam([p for p in gtm.parameters() if p.requires_grad],
+                       lr=config.learning_rate * lr_scale, clip_norm=config.clip_norm,
+                       lrd=config.lr_decay)
 
 
 def _with_hparams(state: dict[str, Any], config: TrainConfig, step: int,
@@ -50,12 +53,24 @@ def _with_hparams(state: dict[str, Any], config: TrainConfig, step: int,
     # would silently override the config; apply the config's values instead, with the lr as if
     # its schedule had run from step 0 (times the rollbacks' factor).
     lr = config.learning_rate * lr_scale * config.lr_decay**step
-    for per_param in state.values():
-        for group in per_param.get("param_groups", []):
-            group["lr"] = lr
-            group["clip_norm"] = config.clip_norm
-            group["lrd"] = config.lr_decay
+    for group in state["param_groups"]:
+        group["lr"] = lr
+        group["clip_norm"] = config.clip_norm
+        group["lrd"] = config.lr_decay
     return state
+
+
+def _from_pyro_optim(state: Mapping[str, Any], gtm: torch.nn.Module) -> dict[str, Any]:
+    """A format-1 checkpoint's optimiser (Pyro's ``PyroOptim``: one ClippedAdam per parameter,
+    keyed ``"gtm$$$<name>"``) as the state of one ClippedAdam over ``gtm``'s parameters."""
+    names = [n for n, p in gtm.named_parameters() if p.requires_grad]
+    per_param = {n: state.get(param_with_module_name(MODULE_NAME, n)) for n in names}
+    group = next(s for s in per_param.values() if s is not None)["param_groups"][0]
+    return {
+        "state": {i: per_param[n]["state"][0] for i, n in enumerate(names)
+                  if per_param[n] is not None and 0 in per_param[n]["state"]},
+        "param_groups": [{**group, "params": list(range(len(names)))}],
+    }
 
 
 @dataclasses.dataclass
@@ -64,7 +79,7 @@ class TrainingState:
 
     :ivar step: completed steps.
     :ivar generator: the CPU batch generator.
-    :ivar optim: Pyro's ClippedAdam (one torch Adam per parameter, created lazily).
+    :ivar optim: Pyro's ClippedAdam, a torch optimiser over the module's parameters.
     :ivar losses: the loss of every step so far.
     :ivar seconds: training wall time before this call.
     :ivar csv_rows: rows of ``log.csv`` that belong to ``step`` (``None``: a fresh log).
@@ -74,7 +89,7 @@ class TrainingState:
 
     step: int
     generator: torch.Generator
-    optim: pyro.optim.ClippedAdam
+    optim: ClippedAdam
     losses: list[float]
     seconds: float
     csv_rows: int | None
@@ -82,11 +97,12 @@ class TrainingState:
     rollbacks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def fresh(cls, config: TrainConfig) -> TrainingState:
-        """Step 0 of a new run; seeds the global generators."""
-        generator = torch.Generator(device="cpu").manual_seed(config.seed)
-        seed_globals(config.seed)
-        return cls(0, generator, _clipped_adam(config, 1.0), [], 0.0, None)
+    def fresh(cls, config: TrainConfig, gtm: torch.nn.Module, seed: int) -> TrainingState:
+        """Step 0 of a new run; seeds the batch generator and the global generators with
+        ``seed`` (``config.seed``, or a rank's seed in data-parallel training)."""
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        seed_globals(seed)
+        return cls(0, generator, clipped_adam(gtm, config), [], 0.0, None)
 
     @classmethod
     def from_checkpoint(
@@ -98,11 +114,13 @@ class TrainingState:
         path: Path,
         lr_scale: float | None = None,
         rollbacks: list[dict[str, Any]] | None = None,
+        rank: int = 0,
     ) -> TrainingState:
         """Load ``ckpt`` into ``gtm`` (and ``regulariser``) and return the state it holds.
 
         :param lr_scale: override the checkpoint's learning-rate factor (a rollback).
         :param rollbacks: override the checkpoint's rollback records (a rollback).
+        :param rank: the process's rank (its own batch generator is restored).
         :raises ValueError: if ``ckpt`` holds another model's weights.
         """
         check_module_state(gtm, ckpt["module"], path)
@@ -112,15 +130,15 @@ class TrainingState:
         # In-place copy: keeps the module's Parameter objects (and thus their identity).
         gtm.load_state_dict(ckpt["module"])
         optim_state = ckpt["optim"]
+        if ckpt["format_version"] == 1:
+            optim_state = _from_pyro_optim(optim_state, gtm)
         old = ckpt["config"]
         if scale != saved_scale or any(old.get(f) != getattr(config, f) for f in OPTIM_FIELDS):
             optim_state = _with_hparams(optim_state, config, step, scale)
-        optim = _clipped_adam(config, scale)
-        # ClippedAdam creates one torch optimiser per parameter lazily; set_state queues the
-        # states by parameter name and they are loaded when each optimiser is created.
-        optim.set_state(optim_state)
+        optim = clipped_adam(gtm, config, scale)
+        optim.load_state_dict(optim_state)
         generator = torch.Generator(device="cpu")
-        generator.set_state(ckpt["batch_generator"].to("cpu", torch.uint8))
+        generator.set_state(rank_entry(ckpt, rank)["batch_generator"].to("cpu", torch.uint8))
         saved_reg = ckpt.get("regulariser")
         if regulariser is not None and saved_reg is not None:
             regulariser.load_state_dict(saved_reg)
@@ -135,16 +153,22 @@ class TrainingState:
             rollbacks=list(ckpt.get("rollbacks", [])) if rollbacks is None else rollbacks,
         )
 
+    def rank_state(self, device: torch.device) -> dict[str, Any]:
+        """This process's generators (each rank's are in a data-parallel checkpoint)."""
+        return {"rng": capture_rng_state(device), "batch_generator": self.generator.get_state()}
+
     def checkpoint(self, gtm: torch.nn.Module, regulariser: Any, config: TrainConfig,
-                   csv_rows: int, seconds: float, device: torch.device) -> dict[str, Any]:
-        """The checkpoint dictionary at :attr:`step` (``weights_only``-loadable)."""
+                   csv_rows: int, seconds: float, rank_states: list[dict[str, Any]]
+                   ) -> dict[str, Any]:
+        """The checkpoint dictionary at :attr:`step` (``weights_only``-loadable); the top-level
+        ``rng``/``batch_generator`` are rank 0's, ``ranks`` every rank's."""
         return {
             "format_version": FORMAT_VERSION,
             "step": self.step,
             "module": gtm.state_dict(),
-            "optim": self.optim.get_state(),
-            "rng": capture_rng_state(device),
-            "batch_generator": self.generator.get_state(),
+            "optim": self.optim.state_dict(),
+            **rank_states[0],
+            "ranks": rank_states,
             "config": config.to_dict(),
             "csv_rows": csv_rows,
             "losses": torch.tensor(self.losses, dtype=torch.float64),
@@ -162,6 +186,21 @@ class TrainingState:
         record = {"diverged_at": at_step, "reason": reason, "resumed_from": to_step,
                   "lr_scale": scale}
         return scale, [*self.rollbacks, record]
+
+
+def rank_entry(ckpt: Mapping[str, Any], rank: int) -> Mapping[str, Any]:
+    """The generator states of ``rank`` in ``ckpt`` (``rng``, ``batch_generator``)."""
+    return ckpt["ranks"][rank] if "ranks" in ckpt else ckpt
+
+
+def check_world_size(ckpt: Mapping[str, Any], world: int, path: Path) -> None:
+    """A checkpoint resumes with as many processes as wrote it."""
+    written = len(ckpt.get("ranks", [None]))
+    if written != world:
+        raise ValueError(
+            f"checkpoint: {path} was written by {written} process(es); resume it with "
+            f"{written} (--nproc-per-node {written}), or it is not an exact continuation"
+        )
 
 
 def warn_about_resume(ckpt: Mapping[str, Any], config: TrainConfig, path: Path,

@@ -10,12 +10,16 @@ state a checkpoint holds) and :mod:`~pgtm.inference.checkpoint` (atomic files, k
 
 Design notes
 ------------
-* **Parameter registration.** The loop wraps ``model`` and ``guide`` in programs that call
-  ``pyro.module("gtm", gtm)`` first, so a module need not do so. Before training, stale
-  ``"gtm$$$..."`` entries left in the global param store by an earlier module are deleted and the
-  store is made to hold *this* module's ``Parameter`` objects (see
-  :func:`~pgtm.inference.guarded_step.register_module`). Parameters created with ``pyro.param``
-  outside the module are optimised but not checkpointed (a warning says so).
+* **The torch-native seam.** The objective is Pyro's ``ELBOModule`` of the GTM's model and
+  guide (:func:`~pgtm.inference.objective.training_objective`), a torch module whose parameters
+  are the GTM's own; Pyro's ``ClippedAdam`` (a torch optimiser) updates them. The loop reads
+  nothing from the global param store (it only makes the store hold the module's own tensors,
+  :func:`~pgtm.inference.guarded_step.register_module`, for the programs' ``pyro.module``
+  declarations), and a parameter the programs use that the module does not own is an error.
+* **Data-parallel.** Under a ``torch.distributed`` process group (``torchrun``; see
+  :mod:`~pgtm.inference.distributed`) the objective is wrapped in
+  :class:`~torch.nn.parallel.DistributedDataParallel`; each rank trains on its share of the
+  batch and rank 0 writes.
 * **Exact resume.** Every source of randomness is checkpointed (global torch/CUDA/python/numpy
   RNG states, the batch generator), as are the module, the optimiser state and the loss
   history. Evaluation runs with forked RNG states so that *when* one evaluates cannot change
@@ -32,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import signal
 import sys
 import time
 import warnings
@@ -40,16 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import zero_grads
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from pgtm.io import save_json
 
 from .checkpoint import CheckpointRing, load_checkpoint, restore_rng_state
-from .fivo import FIVO
+from .distributed import all_states, any_rank, rank_seed, ranks, sum_over_ranks
 from .guarded_step import (
     MODULE_NAME,
     LatentScale,
@@ -62,7 +65,8 @@ from .guarded_step import (
     without_pyro_checks,
 )
 from .lifecycle import RunLock, StopOnSignal, TrainingInterrupted
-from .resume import TrainingState, warn_about_resume
+from .objective import set_beta, training_objective
+from .resume import TrainingState, check_world_size, rank_entry, warn_about_resume
 from .train_config import ELBOS, TrainConfig, TrainingDiverged, TrainResult
 from .train_log import TrainLog
 
@@ -223,24 +227,23 @@ def train(
     if not callable(getattr(task, "sample", None)):
         raise TypeError("task must have sample(batch_size, split, generator)")
 
-    with RunLock(config.out_dir) if config.out_dir is not None else contextlib.nullcontext():
+    lock = config.out_dir is not None and ranks().main  # rank 0 writes the run folder
+    with RunLock(config.out_dir) if lock else contextlib.nullcontext():
         return _train(gtm, task, config, evaluate_fn, resume, regulariser)
 
 
-def _make_elbo(config: TrainConfig, gtm: torch.nn.Module) -> Any:
-    if config.elbo == "fivo":
-        return FIVO(gtm, config.num_particles, module_name=MODULE_NAME)
-    elbo_cls = Trace_ELBO if config.elbo == "trace" else TraceMeanField_ELBO
-    return elbo_cls(
-        num_particles=config.num_particles,
-        vectorize_particles=config.num_particles > 1,
-        max_plate_nesting=2,
-    )
+def _barrier() -> None:
+    if ranks().world > 1:
+        torch.distributed.barrier()
 
 
 def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
     """:func:`train` once the run folder is locked."""
     t_call = time.perf_counter()
+    where = ranks()
+    if config.batch_size % where.world:
+        raise ValueError(f"batch_size must be divisible by the number of processes "
+                         f"({where.world}), got {config.batch_size}")
     device = _resolve_device(config.device)
     gtm.to(device)
     gtm.train()
@@ -250,45 +253,43 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
     out_dir = Path(config.out_dir) if config.out_dir is not None else None
     ring = None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         ring = CheckpointRing(out_dir, config.keep_checkpoints)
-        if not resume:
-            ring.clear()
+        if where.main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                ring.clear()
+        _barrier()
     ckpt = load_checkpoint(ring.path) if ring is not None and ring.path.is_file() else None
 
-    state = TrainingState.fresh(config)
+    state = TrainingState.fresh(config, gtm, rank_seed(config.seed, where.rank))
     if ckpt is not None:
-        warn_about_resume(ckpt, config, ring.path, regulariser)
-        state = TrainingState.from_checkpoint(ckpt, config, gtm, regulariser, ring.path)
+        check_world_size(ckpt, where.world, ring.path)
+        if where.main:
+            warn_about_resume(ckpt, config, ring.path, regulariser)
+        state = TrainingState.from_checkpoint(ckpt, config, gtm, regulariser, ring.path,
+                                              rank=where.rank)
     start_step = state.step
-    register_module(gtm)
-    elbo = _make_elbo(config, gtm)
-    scaler = LatentScale(1.0)
+    register_module(gtm)  # Pyro's store holds gtm's own tensors (the programs declare them)
+    objective, scaler = training_objective(gtm, config.elbo, config.num_particles)
+    step_objective = objective if where.world == 1 else DistributedDataParallel(
+        objective, device_ids=None if device.type == "cpu" else [device])
 
-    def model(x: torch.Tensor, c: torch.Tensor | None = None,
-              mask: torch.Tensor | None = None) -> Any:
-        pyro.module(MODULE_NAME, gtm)
-        with scaler:
-            return gtm.model(x, c=c, mask=mask)
-
-    def guide(x: torch.Tensor, c: torch.Tensor | None = None,
-              mask: torch.Tensor | None = None) -> Any:
-        pyro.module(MODULE_NAME, gtm)
-        with scaler:
-            return gtm.guide(x, c=c, mask=mask)
-
-    log = TrainLog(out_dir, config.tensorboard, state.csv_rows, state.step)
+    log = TrainLog(out_dir if where.main else None, config.tensorboard, state.csv_rows,
+                   state.step)
     checkpoint_step = state.step if ckpt is not None else None
     if ckpt is not None:
         # Last: nothing above may draw from the global generators after they are restored.
-        restore_rng_state(ckpt["rng"], device)
+        restore_rng_state(rank_entry(ckpt, where.rank)["rng"], device)
 
     rolled_back_to: int | None = None  # the step of a rollback's checkpoint, until a new one
 
     def write_checkpoint(seconds: float) -> None:
         nonlocal checkpoint_step, rolled_back_to
-        ring.save(state.checkpoint(gtm, regulariser, config, log.sync(), seconds, device),
-                  checkpoint_step)
+        rank_states = all_states(state.rank_state(device))
+        if where.main:
+            ring.save(state.checkpoint(gtm, regulariser, config, log.sync(), seconds,
+                                       rank_states), checkpoint_step)
+        _barrier()  # every rank may read it from now on (a rollback does)
         checkpoint_step, rolled_back_to = state.step, None
 
     if ckpt is None and ring is not None and config.on_divergence == "rollback":
@@ -302,30 +303,28 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
         unit="step",
         dynamic_ncols=True,
         # None lets tqdm disable itself when stderr is not a TTY.
-        disable=None if config.progress and sys.stderr.isatty() else True,
+        disable=None if config.progress and where.main and sys.stderr.isatty() else True,
     )
     t_run = time.perf_counter()
     reg_params = [] if regulariser is None else list(regulariser.parameters())
-    warned_foreign = False
-    module_param_ids = {id(p) for p in gtm.parameters()}
     checked_shapes: set[tuple[int, ...]] = set()
+    local_batch = config.batch_size // where.world
     stop = StopOnSignal()
     try:
         stop.__enter__()
         while state.step < config.steps:
             step = state.step + 1
             beta = kl_beta(step, config.kl_anneal_steps, config.kl_anneal_start)
-            scaler.beta = beta
-            if isinstance(elbo, FIVO):
-                elbo.latent_scale = beta
-            batch = _batch_to(task.sample(config.batch_size, "train", state.generator), device)
+            set_beta(objective, scaler, beta)
+            batch = _batch_to(task.sample(local_batch, "train", state.generator), device)
             shape = tuple(batch.x.shape[:2])
             try:
                 result = guarded_step(
-                    elbo, model, guide, batch, step=step, gtm=gtm, regulariser=regulariser,
+                    step_objective, batch, step=step, gtm=gtm, regulariser=regulariser,
                     regulariser_params=reg_params, previous_losses=state.losses,
                     max_loss_ratio=config.max_loss_ratio,
                     pyro_checks=config.check_every_step or shape not in checked_shapes,
+                    loss_scale=float(where.world), total=sum_over_ranks,
                 )
             except StepDiverged as diverged:
                 can_roll_back = (config.on_divergence == "rollback" and checkpoint_step is not None
@@ -335,37 +334,32 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                     raise TrainingDiverged(step, diverged.loss, path, checkpoint_step,
                                            diverged.reason, len(state.rollbacks)) from None
                 # diverged again before a new checkpoint: the one rolled back to is suspect too
-                if rolled_back_to is not None:
+                if rolled_back_to is not None and where.main:
                     ring.discard_newest()
+                _barrier()
                 ckpt = load_checkpoint(ring.path)
                 checkpoint_step = rolled_back_to = int(ckpt["step"])
                 scale, records = state.rolled_back(step, diverged.reason, checkpoint_step,
                                                    config.rollback_lr_factor)
                 state = TrainingState.from_checkpoint(ckpt, config, gtm, regulariser, ring.path,
-                                                      lr_scale=scale, rollbacks=records)
-                register_module(gtm)
+                                                      lr_scale=scale, rollbacks=records,
+                                                      rank=where.rank)
                 log.rewind(state.csv_rows, state.step)
-                restore_rng_state(ckpt["rng"], device)
+                restore_rng_state(rank_entry(ckpt, where.rank)["rng"], device)
                 t_run = time.perf_counter()
                 pbar.n = state.step
-                save_json({"rollbacks": records}, out_dir / ROLLBACKS_NAME)
-                warnings.warn(
-                    f"step {step}: {diverged.reason}; rolled back to the checkpoint of step "
-                    f"{state.step} with the learning rate times {scale:g} (rollback "
-                    f"{len(records)} of at most {config.max_rollbacks})",
-                    stacklevel=2,
-                )
+                if where.main:
+                    save_json({"rollbacks": records}, out_dir / ROLLBACKS_NAME)
+                    warnings.warn(
+                        f"step {step}: {diverged.reason}; rolled back to the checkpoint of step "
+                        f"{state.step} with the learning rate times {scale:g} (rollback "
+                        f"{len(records)} of at most {config.max_rollbacks})",
+                        stacklevel=2,
+                    )
                 continue
             checked_shapes.add(shape)
-            if not warned_foreign and any(id(p) not in module_param_ids for p in result.params):
-                warned_foreign = True
-                warnings.warn(
-                    "some optimised parameters do not belong to gtm (pyro.param outside the "
-                    "module); they are trained but not checkpointed, so resume is not exact",
-                    stacklevel=2,
-                )
-            state.optim(result.params)
-            zero_grads(result.params)
+            state.optim.step()
+            state.optim.zero_grad(set_to_none=True)
             if regulariser is not None:
                 regulariser.step()
             state.step = step
@@ -379,9 +373,10 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
             is_last = step == config.steps
             do_eval = evaluate_fn is not None and config.eval_every is not None and (
                 step % config.eval_every == 0 or is_last
-            )
-            # read once: a signal arriving later in this step is acted on at the next one
-            interrupted = stop.signal_number is not None
+            ) and where.main
+            # read once: a signal arriving later in this step is acted on at the next one, and
+            # by every rank at this one
+            interrupted = any_rank(stop.signal_number is not None)
             do_ckpt = ring is not None and (
                 is_last
                 or interrupted
@@ -397,7 +392,8 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
             if do_ckpt:
                 write_checkpoint(seconds)
             if interrupted:
-                raise TrainingInterrupted(step, stop.signal_number, ring.path if ring else None)
+                raise TrainingInterrupted(step, stop.signal_number or signal.SIGTERM,
+                                          ring.path if ring else None)
     finally:
         stop.__exit__(None, None, None)
         pbar.close()

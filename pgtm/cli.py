@@ -353,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse usage errors and --help
         return exc.code if isinstance(exc.code, int) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a command that relaunches
     debug = args.debug or os.environ.get("PGTM_DEBUG", "") not in ("", "0")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="pgtm: %(message)s"

@@ -197,11 +197,62 @@ def memory_forcing_from_args(args) -> dict | None:
 
 
 def _cmd_train(args) -> int:
+    import os
+
+    if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch_with_torchrun(args.nproc_per_node, args.argv)
+    from pgtm.inference.distributed import init_from_environment
+
+    where = init_from_environment(args.device)
+    try:
+        return _train_here(args, where)
+    finally:
+        if where.world > 1:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+
+
+def _launch_with_torchrun(processes: int, argv: list[str]) -> int:
+    """``pgtm train --nproc-per-node N ...`` = ``torchrun --standalone --nproc-per-node N -m
+    pgtm train ...``; SIGINT/SIGTERM are passed on, so the ranks checkpoint and stop."""
+    import signal
+    import subprocess
+
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={processes}", "-m", "pgtm", *rest]
+    child = subprocess.Popen(command)
+    previous = {s: signal.signal(s, lambda number, _: child.send_signal(number))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _train_here(args, where) -> int:
+    """``pgtm train`` in this process (one rank of a data-parallel run, or the only one)."""
+    import os
+
     from pgtm.inference.experiment import completed_results, run_experiment
     from pgtm.inference.lifecycle import TrainingInterrupted
     from pgtm.inference.train import TrainConfig, TrainingDiverged
 
     set_threads(args.threads)
+    if where.world > 1 and args.device == "cuda":
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    if where.world > 1 and args.memory_forcing:
+        raise ValueError("--memory-forcing trains one process only: its discriminators are not "
+                         "data-parallel; drop --nproc-per-node or torchrun")
     task = task_from_args(args)
     options = model_options_from_args(args)
     config = TrainConfig(
@@ -229,12 +280,15 @@ def _cmd_train(args) -> int:
             data_dir=args.data_dir, memory_forcing=memory_forcing_from_args(args),
         )
     except TrainingInterrupted as stopped:
-        print(f"pgtm: {stopped}", file=sys.stderr)
+        if where.main:
+            print(f"pgtm: {stopped}", file=sys.stderr)
         return stopped.exit_status
     except TrainingDiverged as diverged:
-        print(f"pgtm: error: {diverged}", file=sys.stderr)
+        if where.main:
+            print(f"pgtm: error: {diverged}", file=sys.stderr)
         return 1
-    _print_summary(summary, args.out)
+    if where.main:
+        _print_summary(summary, args.out)
     return 0
 
 
@@ -306,6 +360,9 @@ def _register_train(subparsers) -> None:
                        help="particles of the objective per sequence (default 1; 4 for fivo)")
     group.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     add_threads_option(group)
+    group.add_argument("--nproc-per-node", type=integer(1), default=1, metavar="N",
+                       help="data-parallel training in N processes on this machine (torchrun; "
+                       "gloo on the CPU, NCCL on GPUs): each draws batch-size/N sequences")
     group.add_argument("--seed", type=integer(0), default=0,
                        help="seeds the batches, the initial weights and Pyro's sampling")
     group.add_argument("--eval-every", type=integer(1), default=250,
