@@ -374,12 +374,12 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 
 
 def test_an_unexpected_failure_is_one_line_with_a_hint(monkeypatch, capsys, tmp_path):
-    import pgtm.commands
+    import pgtm.cli.sample
 
     def broken(args):
         raise KeyError("internal")
 
-    monkeypatch.setattr(pgtm.commands, "_cmd_sample", broken)
+    monkeypatch.setattr(pgtm.cli.sample, "_cmd_sample", broken)
     line = assert_one_line_error(capsys, ["sample", "x", "--out", "y.png"], "--debug", status=1)
     assert "KeyError" in line
 

@@ -29,8 +29,8 @@ sys.path[:] = [p for p in sys.path if p and not p.startswith(repo)]
 for name in list(sys.modules):
     if name == "pgtm" or name.startswith("pgtm."):
         del sys.modules[name]
-import pgtm, pgtm.models, pgtm.inference, pgtm.data, pgtm.tasks
-for mod in (pgtm, pgtm.models, pgtm.inference, pgtm.tasks):
+import pgtm, pgtm.models, pgtm.inference, pgtm.data, pgtm.tasks, pgtm.cli
+for mod in (pgtm, pgtm.models, pgtm.inference, pgtm.tasks, pgtm.cli):
     assert mod.__file__.startswith(target), (mod.__name__, mod.__file__)
 assert pgtm.data.bundled_subset_path().is_file(), "bundled subset missing from the wheel"
 for name in ("models", "inference"):

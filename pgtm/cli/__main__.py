@@ -1,0 +1,7 @@
+"""``python -m pgtm.cli ...`` is ``pgtm ...``."""
+
+import sys
+
+from pgtm.cli import main
+
+sys.exit(main())
