@@ -39,21 +39,36 @@ def save_sequences(path, rows: list[torch.Tensor], highlight: torch.Tensor | Non
     """Write a grid with one row per sequence.
 
     :param rows: tensors ``[B, T, C, H, W]`` drawn one after another (e.g. data, then samples).
-    :param highlight: ``[T]`` or ``[B, T]`` bool, steps to tint red (e.g. the recall phase) in
-        every block.
+    :param highlight: ``[T]`` or ``[B, T]`` bool, steps to mark red (e.g. the recall phase) in
+        every block: grey frames get a red tint, colour frames a red border (a tint would
+        change their colours).
     """
     blocks = []
     for frames in rows:
         images = frames_for_display(frames.detach().cpu())
         if highlight is not None:
             mark = highlight.cpu().expand(images.shape[:2])
-            red = images[..., 0, :, :]
-            red[mark] = red[mark].clamp(min=0.45)  # dark-red background, strokes stay white
+            if frames.shape[2] == 3:
+                _draw_red_border(images, mark)
+            else:
+                red = images[..., 0, :, :]
+                red[mark] = red[mark].clamp(min=0.45)  # dark-red background, strokes stay white
         blocks.append(images)
     grid = torch.cat(blocks, 0)
     path = _prepare(path)
     save_image(grid.flatten(0, 1), path, nrow=grid.shape[1], padding=2, pad_value=0.5)
     return path
+
+
+def _draw_red_border(images: torch.Tensor, mark: torch.Tensor) -> None:
+    """Paint, in place, a red border (1 pixel per 32 of frame side) on the frames of
+    ``images [B, T, 3, H, W]`` where ``mark [B, T]`` is True."""
+    width = max(1, images.shape[-1] // 32)
+    border = torch.zeros(images.shape[-2:], dtype=torch.bool)
+    border[:width], border[-width:], border[:, :width], border[:, -width:] = True, True, True, True
+    red = torch.tensor([0.9, 0.05, 0.05]).view(3, 1, 1)
+    marked = images[mark]  # [N, 3, H, W] copy
+    images[mark] = torch.where(border, red, marked)
 
 
 # A point is drawn off-scale when it exceeds this multiple of the upper quartile of all points:

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .data import BINARIZE_MODES, ImageSet, binarize_frames, load_images, omniglot_by_character
+from .rotating_room import RotatingRoomTask
 
 __all__ = [
     "ACTIONS",
@@ -41,6 +42,7 @@ __all__ = [
     "OneShotTask",
     "ParityTask",
     "PerfectRecallTask",
+    "RotatingRoomTask",
     "SequenceBatch",
     "SequentialMNISTTask",
     "SimilarityCuedTask",
@@ -583,6 +585,7 @@ _TASKS: dict[str, type[Task]] = {
     "navigation": NavigationTask,
     "copy": CopyTask,
     "sequential-mnist": SequentialMNISTTask,
+    "rotating-room": RotatingRoomTask,
 }
 TASK_NAMES: tuple[str, ...] = tuple(_TASKS)
 
@@ -604,7 +607,8 @@ def make_task(
     :param binarize: ``"dynamic"`` (default), ``"fixed"`` or ``"none"``.
     :param options: task options (``None`` values mean "default"): ``prerecall_length`` (``l``),
         ``recall_length`` (``k``), ``dataset`` (``"mnist"``/``"binarized-mnist"``), ``seed`` (of
-        fixed binarisation), ``grid_size``/``length`` (navigation), ``width`` (copy); each task's
+        fixed binarisation), ``grid_size``/``length`` (navigation), ``width`` (copy),
+        ``period``/``image_size``/``speed_jitter`` (rotating-room); each task's
         ``options`` attribute lists what it accepts.
     :raises ValueError: unknown task or option, or an option out of range.
     """
