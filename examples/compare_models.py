@@ -41,8 +41,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     add_threads_option(parser)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"),
-                        help="encoder/decoder (auto: conv for 28x28 frames)")
+    parser.add_argument("--network", default="auto", choices=("auto", "conv", "mlp", "inception"),
+                        help="encoder/decoder (auto: conv for image frames, else mlp)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("-l", "--prerecall-length", type=int, default=None)
     parser.add_argument("-k", "--recall-length", type=int, default=None)

@@ -1,6 +1,6 @@
 """Pyro model/guide pairs of generative temporal models (installed as ``pgtm.models``)."""
 
-from pgtm.models.build import MEMORIES, build_gtm, count_parameters
+from pgtm.models.build import MEMORIES, NETWORKS, build_gtm, count_parameters
 from pgtm.models.gtm import GTM
 from pgtm.models.likelihoods import LIKELIHOODS, Likelihood
 from pgtm.models.posteriors import POSTERIORS, Posterior
@@ -10,6 +10,7 @@ __all__ = [
     "GTM",
     "LIKELIHOODS",
     "MEMORIES",
+    "NETWORKS",
     "POSTERIORS",
     "PRIORS",
     "Likelihood",

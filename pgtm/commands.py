@@ -17,7 +17,7 @@ from pgtm.cli import (
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    from pgtm.models import LIKELIHOODS, MEMORIES, POSTERIORS, PRIORS
+    from pgtm.models import LIKELIHOODS, MEMORIES, NETWORKS, POSTERIORS, PRIORS
 
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="introspective", choices=sorted(MEMORIES),
@@ -28,7 +28,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="default: bernoulli for binarised frames, else continuous-bernoulli")
     group.add_argument("--latent-size", type=int, default=32)
     group.add_argument("--controller-size", type=int, default=256)
-    group.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"))
+    group.add_argument("--network", default="auto", choices=("auto", *NETWORKS),
+                       help="encoder/decoder: auto (default: conv for image frames, else mlp), "
+                       "conv, mlp or inception (inception-like blocks with batch norm)")
     group.add_argument("--num-heads", type=int, default=None, help="memory read heads")
     group.add_argument("--weighting", default=None,
                        choices=("softplus", "softmax", "unnormalised"),
