@@ -146,13 +146,15 @@ def test_rebuilt_from_its_options_it_draws_the_same_batches():
 
 
 def test_recall_frames_of_colour_sequences_get_a_red_border_not_a_tint(tmp_path):
-    from torchvision.io import read_image
+    import numpy as np
+    from PIL import Image
 
     from pgtm.plotting import save_sequences
 
     batch = RotatingRoomTask(image_size=32).sample(1, "train", generator())
     path = save_sequences(tmp_path / "room.png", [batch.x], batch.recall[0])
-    grid = read_image(path).float() / 255  # [3, 2 + 34, 2 + 30 * 34]: 2-pixel padding
+    grid = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1) / 255
+    # [3, 2 + 34, 2 + 30 * 34]: 2-pixel padding
     first_recall = grid[:, 2:34, 2 + 15 * 34 : 2 + 15 * 34 + 32]
     assert torch.allclose(first_recall[:, 1:-1, 1:-1], batch.x[0, 15, :, 1:-1, 1:-1], atol=1 / 255)
     assert torch.allclose(first_recall[:, 0, :], torch.tensor([0.9, 0.05, 0.05])[:, None],
