@@ -145,7 +145,8 @@ def plot_read_weights(path, weights: torch.Tensor, gates: torch.Tensor | None = 
         shown = weights[:, r, :]
         if gates is not None:
             shown = shown * gates.detach().cpu()[:, r : r + 1]
-        image = ax.imshow(shown.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis")
+        image = ax.imshow(shown.T.numpy(), aspect="auto", origin="lower", vmin=0, vmax=1,
+                          cmap="viridis")
         ax.set_title(f"head {r}" + (" × gate" if gates is not None else ""), fontsize=10)
         ax.set_xlabel("time step")
         if r == 0:
