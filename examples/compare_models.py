@@ -42,8 +42,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     add_threads_option(parser)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"),
-                        help="encoder/decoder (auto: conv for 28x28 frames)")
+    parser.add_argument("--network", default="auto", choices=("auto", "conv", "mlp", "inception"),
+                        help="encoder/decoder (auto: conv for image frames, else mlp)")
     parser.add_argument("--parameter-budget", type=int, default=None, metavar="N",
                         help="match every model at N parameters (within 2%%) by choosing its "
                         "controller size; the paper's models have about 1860000")

@@ -332,9 +332,9 @@ def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
         return {}  # the final evaluation and pictures are rank 0's
     final_batch = test_batch(task, eval_sequences)
     r = evaluate_gtm(gtm, final_batch, num_particles=iwae_particles)
+    gtm.eval()
     copy = exact_match(gtm, final_batch) if task.name in COPY_TASKS else {}
     device = next(gtm.parameters()).device
-    gtm.eval()
     recall = final_batch.recall[0]
     frames = int(final_batch.mask.sum())
     title = f"{_name(memory)} on {task.name}"

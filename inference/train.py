@@ -145,6 +145,9 @@ def _evaluate(
     py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     was_training = gtm.training
+    # eval mode too: batch norm would otherwise normalise by the evaluation batch and fold its
+    # statistics into the running ones, changing the training trajectory
+    gtm.eval()
     try:
         with torch.random.fork_rng(devices=cuda_devices):
             metrics = evaluate_fn(gtm, step)
@@ -202,8 +205,9 @@ def train(
     :param task: object with ``sample(batch_size, split, generator) -> SequenceBatch``.
     :param config: the run's :class:`TrainConfig`.
     :param evaluate_fn: ``evaluate_fn(gtm, step) -> dict`` of numbers, called every
-        ``config.eval_every`` steps and at the last step (under forked RNG states, so it does not
-        change the training trajectory); its numbers go to the CSV and TensorBoard.
+        ``config.eval_every`` steps and at the last step, with ``gtm`` in eval mode and under
+        forked RNG states (so it does not change the training trajectory); its numbers go to
+        the CSV and TensorBoard.
     :param resume: continue from ``out_dir/checkpoint.pt`` if it exists (exactly: the result is
         bit-identical to an uninterrupted run with the same config). With ``False`` existing
         checkpoints and the log are overwritten.

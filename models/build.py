@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from pgtm.inception import InceptionDecoder, InceptionEncoder
 from pgtm.memories.base import NoMemory
 from pgtm.memories.dnc import DNCMemory
 from pgtm.memories.fast_weights import FastWeightsMemory
@@ -40,6 +41,7 @@ from pgtm.networks import (
     LSTMController,
     MLPDecoder,
     MLPEncoder,
+    conv_downsamplings,
 )
 
 MEMORIES = {
@@ -59,7 +61,13 @@ _SLOTS_FROM_LENGTH = {
     DNCMemory: 32,
     FastWeightsMemory: 0,
 }
-NETWORKS = ("conv", "mlp")
+#: encoder/decoder pairs: name -> (encoder class, decoder class); "auto" picks conv for image
+#: frames and mlp for the rest
+NETWORKS = {
+    "conv": (ConvEncoder, ConvDecoder),
+    "mlp": (MLPEncoder, MLPDecoder),
+    "inception": (InceptionEncoder, InceptionDecoder),
+}
 DEFAULT_CONTROLLER_SIZE = 256
 #: the largest relative distance of a matched parameter count from its budget
 PARAMETER_BUDGET_TOLERANCE = 0.02
@@ -148,7 +156,8 @@ def build_gtm(
         **memory_options)`` (and ``feature_size=``, the encoder's output size, when its
         constructor has that argument, as the Kanerva memory, whose guide writes the encoder
         features).
-    :param frame_shape: frame shape; ``(1, 28, 28)`` uses convolutional networks by default.
+    :param frame_shape: frame shape; image frames ``(C, H, W)`` use convolutional networks by
+        default.
     :param sequence_length: :math:`T`; the Introspective buffer keeps that many latents, the
         fast-weights history that many vectors, and the content-addressed memories get
         ``max(32, T)`` slots, unless ``num_slots`` is given.
@@ -157,7 +166,9 @@ def build_gtm(
         :math:`N`: :math:`H` is chosen so that :func:`count_parameters` is within 2% of
         :math:`N` (:func:`controller_size_for_budget`); the model's ``controller.output_size``
         tells which.
-    :param network: ``"conv"``, ``"mlp"`` or ``"auto"`` (conv for 28x28 frames).
+    :param network: ``"conv"``, ``"mlp"``, ``"inception"`` (inception-like blocks with batch
+        norm, :mod:`pgtm.inception`) or ``"auto"`` (conv for image frames whose sides halve
+        down to 8 or less, e.g. 28x28, 32x32, 64x64; mlp for the rest).
     :param prior: name in :data:`~pgtm.models.priors.PRIORS` or a ``Prior`` subclass.
     :param posterior: name in :data:`~pgtm.models.posteriors.POSTERIORS` or a subclass.
     :param likelihood: name in :data:`~pgtm.models.likelihoods.LIKELIHOODS` or a subclass.
@@ -270,11 +281,14 @@ def _assemble(
     posterior_cls = resolve("posterior", posterior, POSTERIORS)
     likelihood_cls = resolve("likelihood", likelihood, LIKELIHOODS)
     if network == "auto":
-        network = "conv" if frame_shape == IMAGE_SHAPE else "mlp"
+        network = "conv" if _is_image(frame_shape) else "mlp"
     if network not in NETWORKS:
-        raise ValueError(f"network must be one of {NETWORKS} or 'auto', got {network!r}")
-    if network == "conv" and frame_shape != IMAGE_SHAPE:
-        raise ValueError(f"network='conv' needs frame_shape {IMAGE_SHAPE}, got {frame_shape}")
+        raise ValueError(f"network must be one of {tuple(NETWORKS)} or 'auto', got {network!r}")
+    if network != "mlp":
+        try:
+            conv_downsamplings(frame_shape)
+        except ValueError as error:
+            raise ValueError(f"network={network!r}: {error}") from None
     for name, value in (("latent_size", latent_size), ("controller_size", controller_size)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
@@ -293,12 +307,16 @@ def _assemble(
         latent_size + mem.read_size + action_size, controller_size, orthogonal_init=orthogonal_init
     )
     context_size = mem.read_size + controller.output_size
-    if network == "conv":
-        encoder = ConvEncoder(feature_size)
-        decoder = ConvDecoder(latent_size + context_size)
-    else:
+    likelihood_module = likelihood_cls(frame_shape)
+    # the decoder's output is what the likelihood reads: its raw_shape (e.g. mean and scale)
+    raw_shape = getattr(likelihood_module, "raw_shape", frame_shape)
+    if network == "mlp":
         encoder = MLPEncoder(frame_shape, feature_size)
-        decoder = MLPDecoder(latent_size + context_size, frame_shape)
+        decoder = MLPDecoder(latent_size + context_size, raw_shape)
+    else:
+        encoder_cls, decoder_cls = NETWORKS[network]
+        encoder = encoder_cls(feature_size, frame_shape=frame_shape)
+        decoder = decoder_cls(latent_size + context_size, output_shape=raw_shape)
     return GTM(
         frame_shape=frame_shape,
         latent_size=latent_size,
@@ -306,7 +324,7 @@ def _assemble(
         memory=mem,
         prior=prior_cls(context_size, latent_size),
         posterior=posterior_cls(context_size, feature_size, latent_size),
-        likelihood=likelihood_cls(frame_shape),
+        likelihood=likelihood_module,
         encoder=encoder,
         decoder=decoder,
         action_size=action_size,
@@ -328,6 +346,14 @@ def _check_memory_options(memory, memory_cls, options: dict) -> None:
     if unknown:
         raise ValueError(f"{unknown[0]}: memory {memory!r} takes no option {unknown[0]!r}; its "
                          f"options: {', '.join(sorted(accepted)) or 'none'}")
+
+
+def _is_image(frame_shape) -> bool:
+    try:
+        conv_downsamplings(frame_shape)
+    except ValueError:
+        return False
+    return True
 
 
 def _constructor_arguments(cls) -> set[str]:

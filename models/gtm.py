@@ -121,7 +121,8 @@ class GTM(nn.Module):
     :param posterior: a :class:`~pgtm.models.posteriors.Posterior`.
     :param likelihood: a :class:`~pgtm.models.likelihoods.Likelihood`.
     :param encoder: frames ``[*batch, *frame_shape] -> [*batch, feature_size]``.
-    :param decoder: ``[*batch, latent_size + context_size] -> [*batch, *frame_shape]``.
+    :param decoder: ``[*batch, latent_size + context_size] -> [*batch, *raw_shape]``, the
+        likelihood's ``raw_shape`` (``frame_shape`` for most likelihoods).
     :param action_size: size of the per-step context :math:`c_t` (0: none).
     :param reuse_path: let the model reuse the guide's deterministic path (exact; see above).
     """

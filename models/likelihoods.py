@@ -1,8 +1,10 @@
 r"""Likelihoods :math:`p(x_t \mid z_t, \Psi_{t-1})`.
 
 A likelihood is an ``nn.Module`` built as ``Likelihood(frame_shape)`` whose ``forward(raw)``
-turns the decoder output ``[*batch, *frame_shape]`` into a distribution with batch shape
-``[*batch]`` and event shape ``frame_shape``; ``mean(raw)`` gives the frame to draw.
+turns the decoder output ``[*batch, *raw_shape]`` into a distribution with batch shape
+``[*batch]`` and event shape ``frame_shape``; ``mean(raw)`` gives the frame to draw.  ``raw_shape``
+is ``frame_shape`` unless the likelihood needs several numbers per element (the discretised
+logistic takes a location and a log-scale: twice the channels).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.models.discretized_logistic import DiscretizedLogistic
+
 
 class Likelihood(nn.Module):
     """Base class of likelihoods."""
@@ -19,6 +23,7 @@ class Likelihood(nn.Module):
     def __init__(self, frame_shape):
         super().__init__()
         self.frame_shape = tuple(frame_shape)
+        self.raw_shape = self.frame_shape
 
     def forward(self, raw: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
@@ -72,8 +77,37 @@ class ContinuousBernoulliLikelihood(Likelihood):
         return "x must hold frames in [0, 1] for the continuous-bernoulli likelihood"
 
 
+class DiscretizedLogisticLikelihood(Likelihood):
+    """8-bit colour or grey levels: a discretised logistic over the 256 levels of every
+    element (:class:`~pgtm.models.discretized_logistic.DiscretizedLogistic`), with location and
+    log-scale from the decoder.
+
+    ``raw [*batch, 2C, *rest]`` for frames ``(C, *rest)``: channels ``0..C-1`` are the location
+    (offset by 0.5, so that an untrained decoder predicts mid grey), channels ``C..2C-1`` the
+    log-scale, floored at :data:`MIN_LOG_SCALE` as in PixelCNN++.
+    """
+
+    #: a scale of exp(-7) (about 1/1100) already puts almost all mass on one level
+    MIN_LOG_SCALE = -7.0
+
+    def __init__(self, frame_shape):
+        super().__init__(frame_shape)
+        self.raw_shape = (2 * self.frame_shape[0],) + self.frame_shape[1:]
+
+    def _distribution(self, raw) -> DiscretizedLogistic:
+        loc, log_scale = raw.chunk(2, dim=raw.dim() - len(self.frame_shape))
+        return DiscretizedLogistic(loc + 0.5, log_scale.clamp(min=self.MIN_LOG_SCALE))
+
+    def forward(self, raw):
+        return self._distribution(raw).to_event(len(self.frame_shape))
+
+    def mean(self, raw):
+        return self._distribution(raw).mean
+
+
 LIKELIHOODS = {
     "bernoulli": BernoulliLikelihood,
     "gaussian": GaussianLikelihood,
     "continuous-bernoulli": ContinuousBernoulliLikelihood,
+    "discretized-logistic": DiscretizedLogisticLikelihood,
 }

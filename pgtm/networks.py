@@ -18,7 +18,7 @@ from pgtm.shapes import apply_flat, broadcast_leading, cat_features
 IMAGE_SHAPE = (1, 28, 28)
 
 
-def _check_frame_shape(frame_shape) -> tuple[int, ...]:
+def check_frame_shape(frame_shape) -> tuple[int, ...]:
     frame_shape = tuple(int(s) for s in frame_shape)
     if len(frame_shape) == 0 or any(s < 1 for s in frame_shape):
         raise ValueError(
@@ -27,50 +27,73 @@ def _check_frame_shape(frame_shape) -> tuple[int, ...]:
     return frame_shape
 
 
-class ConvEncoder(nn.Module):
-    """Convolutional encoder for ``1x28x28`` frames.
+def conv_downsamplings(frame_shape) -> int:
+    """How many stride-2 stages bring an image ``(C, H, W)`` down to at most 8 pixels a side (at
+    least 2: 28 -> 7, 32 -> 8, 64 -> 8 in 3).
 
-    ``[*batch, 1, 28, 28] -> [*batch, feature_size]``: two stride-2 convolutions
-    (28 -> 14 -> 7) and a linear layer.
+    :raises ValueError: for frames that are not images whose sides halve that many times.
+    """
+    frame_shape = check_frame_shape(frame_shape)
+    if len(frame_shape) != 3 or min(frame_shape[1:]) < 4:
+        raise ValueError(f"convolutional networks need image frames (C, H, W) with H, W >= 4; "
+                         f"got {frame_shape}")
+    stages = max(2, math.ceil(math.log2(max(frame_shape[1:]) / 8)))
+    if any(side % 2**stages for side in frame_shape[1:]):
+        raise ValueError(f"convolutional networks need H and W divisible by {2**stages} for "
+                         f"frames {frame_shape}")
+    return stages
+
+
+class ConvEncoder(nn.Module):
+    """Convolutional encoder ``[*batch, C, H, W] -> [*batch, feature_size]``.
+
+    Stride-2 convolutions (4x4 kernels) halve the frame :func:`conv_downsamplings` times
+    (``1x28x28``: 28 -> 14 -> 7; ``3x32x32``: 32 -> 16 -> 8; ``3x64x64``: three stages to 8),
+    then a linear layer.
     """
 
-    def __init__(self, feature_size: int = 256, channels: int = 32):
+    def __init__(self, feature_size: int = 256, channels: int = 32, frame_shape=IMAGE_SHAPE):
         super().__init__()
-        self.frame_shape = IMAGE_SHAPE
+        self.frame_shape = check_frame_shape(frame_shape)
         self.feature_size = feature_size
-        self.net = nn.Sequential(
-            nn.Conv2d(1, channels, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(channels * 7 * 7, feature_size),
-            nn.ReLU(),
-        )
+        stages = conv_downsamplings(self.frame_shape)
+        layers = [nn.Conv2d(self.frame_shape[0], channels, 4, stride=2, padding=1), nn.ReLU()]
+        for _ in range(stages - 1):
+            layers += [nn.Conv2d(channels, channels, 4, stride=2, padding=1), nn.ReLU()]
+        height, width = (side // 2**stages for side in self.frame_shape[1:])
+        layers += [nn.Flatten(), nn.Linear(channels * height * width, feature_size), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_flat(self.net, x, event_dims=3)
 
 
 class ConvDecoder(nn.Module):
-    """Convolutional decoder ``[*batch, input_size] -> [*batch, 1, 28, 28]`` (raw outputs).
+    """Convolutional decoder ``[*batch, input_size] -> [*batch, *output_shape]`` (raw outputs).
 
-    The raw output is turned into a distribution by a :class:`~pgtm.models.likelihoods.Likelihood`.
+    A linear layer to a ``channels x H/2^n x W/2^n`` map, then ``n`` stride-2 transposed
+    convolutions (``n`` = :func:`conv_downsamplings`).  ``output_shape`` is the likelihood's
+    ``raw_shape`` (e.g. ``(6, 32, 32)`` for a discretised logistic on RGB frames); the raw
+    output is turned into a distribution by a :class:`~pgtm.models.likelihoods.Likelihood`.
     """
 
-    def __init__(self, input_size: int, channels: int = 32):
+    def __init__(self, input_size: int, channels: int = 32, output_shape=IMAGE_SHAPE):
         super().__init__()
-        self.frame_shape = IMAGE_SHAPE
+        self.frame_shape = check_frame_shape(output_shape)
         self.channels = channels
-        self.linear = nn.Sequential(nn.Linear(input_size, channels * 7 * 7), nn.ReLU())
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(channels, 1, 4, stride=2, padding=1),
+        stages = conv_downsamplings(self.frame_shape)
+        self.map_size = tuple(side // 2**stages for side in self.frame_shape[1:])
+        self.linear = nn.Sequential(
+            nn.Linear(input_size, channels * math.prod(self.map_size)), nn.ReLU()
         )
+        layers = []
+        for _ in range(stages - 1):
+            layers += [nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1), nn.ReLU()]
+        layers.append(nn.ConvTranspose2d(channels, self.frame_shape[0], 4, stride=2, padding=1))
+        self.deconv = nn.Sequential(*layers)
 
     def _net(self, h: torch.Tensor) -> torch.Tensor:
-        return self.deconv(self.linear(h).view(-1, self.channels, 7, 7))
+        return self.deconv(self.linear(h).view(-1, self.channels, *self.map_size))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return apply_flat(self._net, h, event_dims=1)
@@ -81,7 +104,7 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, frame_shape, feature_size: int = 256, hidden_size: int = 256):
         super().__init__()
-        self.frame_shape = _check_frame_shape(frame_shape)
+        self.frame_shape = check_frame_shape(frame_shape)
         self.feature_size = feature_size
         self.net = nn.Sequential(
             nn.Flatten(),
@@ -100,7 +123,7 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, input_size: int, frame_shape, hidden_size: int = 256):
         super().__init__()
-        self.frame_shape = _check_frame_shape(frame_shape)
+        self.frame_shape = check_frame_shape(frame_shape)
         self.net = nn.Sequential(
             nn.Linear(input_size, hidden_size),
             nn.ReLU(),

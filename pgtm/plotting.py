@@ -37,10 +37,11 @@ def frames_for_display(frames: torch.Tensor) -> torch.Tensor:
 
 def save_sequences(path, groups: list[tuple[str, torch.Tensor, torch.Tensor | None]],
                    title: str | None = None) -> str:
-    """Write labelled blocks of sequences, one row per sequence, generated frames tinted red.
+    """Write labelled blocks of sequences, one row per sequence, generated frames marked red.
 
     :param groups: ``(label, frames [B, T, C, H, W], generated)`` per block, e.g. the data,
-        then samples; ``generated`` is ``[T]`` bool (the steps the model generated, tinted),
+        then samples; ``generated`` is ``[T]`` bool (the steps the model generated: grey frames are
+        tinted red, colour frames get a red border, as a tint would change their colours),
         or ``None`` when none was generated.
     :param title: the figure's title.
     """
@@ -49,8 +50,11 @@ def save_sequences(path, groups: list[tuple[str, torch.Tensor, torch.Tensor | No
         images = frames_for_display(frames.detach().cpu())
         if generated is not None:
             mark = generated.cpu().expand(images.shape[:2])
-            red = images[..., 0, :, :]
-            red[mark] = red[mark].clamp(min=0.45)  # dark-red background, strokes stay white
+            if frames.shape[2] == 3:
+                _draw_red_border(images, mark)
+            else:
+                red = images[..., 0, :, :]
+                red[mark] = red[mark].clamp(min=0.45)  # dark-red background, strokes stay white
         grid = make_grid(images.flatten(0, 1), nrow=images.shape[1], padding=2, pad_value=0.5)
         blocks.append((label, grid.permute(1, 2, 0).numpy()))
     width = blocks[0][1].shape[1] / 80 + 1.6
@@ -63,13 +67,24 @@ def save_sequences(path, groups: list[tuple[str, torch.Tensor, torch.Tensor | No
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, fontsize=9)
-    axes[-1, 0].set_xlabel("time step →  (red tint: frames the model generated)", fontsize=9)
+    axes[-1, 0].set_xlabel("time step →  (red: frames the model generated)", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     path = _prepare(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _draw_red_border(images: torch.Tensor, mark: torch.Tensor) -> None:
+    """Paint, in place, a red border (1 pixel per 32 of frame side) on the frames of
+    ``images [B, T, 3, H, W]`` where ``mark [B, T]`` is True."""
+    width = max(1, images.shape[-1] // 32)
+    border = torch.zeros(images.shape[-2:], dtype=torch.bool)
+    border[:width], border[-width:], border[:, :width], border[:, -width:] = True, True, True, True
+    red = torch.tensor([0.9, 0.05, 0.05]).view(3, 1, 1)
+    marked = images[mark]  # [N, 3, H, W] copy
+    images[mark] = torch.where(border, red, marked)
 
 
 # A point is drawn off-scale when it exceeds this multiple of the upper quartile of all points:

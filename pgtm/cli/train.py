@@ -25,7 +25,7 @@ __all__ = ["memory_forcing_from_args", "model_options_from_args", "register"]
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    from pgtm.models import LIKELIHOODS, MEMORIES, POSTERIORS, PRIORS
+    from pgtm.models import LIKELIHOODS, MEMORIES, NETWORKS, POSTERIORS, PRIORS
 
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="introspective", choices=sorted(MEMORIES),
@@ -44,9 +44,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="choose the controller size so that the model has N parameters "
                        "within 2%% (the paper matches every model at about 1860000); run.json "
                        "records the size chosen. Excludes --controller-size")
-    group.add_argument("--network", default="auto", choices=("auto", "conv", "mlp"),
-                       help="frame encoder/decoder: conv, mlp, or auto (conv for 28x28 image "
-                       "frames, mlp for vector frames)")
+    group.add_argument("--network", default="auto", choices=("auto", *NETWORKS),
+                       help="frame encoder/decoder: auto (conv for image frames, mlp for vector "
+                       "frames), conv, mlp or inception (inception-like blocks with batch norm)")
     group.add_argument("--num-heads", type=integer(1), default=None,
                        help="memory read heads (introspective, ntm, lru, dnc; default 5)")
     group.add_argument("--weighting", default=None,

@@ -43,6 +43,7 @@ from pgtm.tasks.recall import (
     cumulative_parity_digits,
     parity_digits,
 )
+from pgtm.tasks.rotating_room import RotatingRoomTask
 
 __all__ = [
     "ACTIONS",
@@ -55,6 +56,7 @@ __all__ = [
     "OneShotTask",
     "ParityTask",
     "PerfectRecallTask",
+    "RotatingRoomTask",
     "SequenceBatch",
     "SequentialMNISTTask",
     "SimilarityCuedTask",
@@ -75,6 +77,7 @@ _TASKS: dict[str, type[Task]] = {
     "navigation": NavigationTask,
     "copy": CopyTask,
     "sequential-mnist": SequentialMNISTTask,
+    "rotating-room": RotatingRoomTask,
 }
 TASK_NAMES: tuple[str, ...] = tuple(_TASKS)
 
@@ -96,7 +99,8 @@ def make_task(
     :param binarize: ``"dynamic"`` (default), ``"fixed"`` or ``"none"``.
     :param options: task options (``None`` values mean "default"): ``prerecall_length`` (``l``),
         ``recall_length`` (``k``), ``dataset`` (``"mnist"``/``"binarized-mnist"``), ``seed`` (of
-        fixed binarisation), ``grid_size``/``length`` (navigation), ``width`` (copy); each task's
+        fixed binarisation), ``grid_size``/``length`` (navigation), ``width`` (copy),
+        ``period``/``image_size``/``speed_jitter`` (rotating-room); each task's
         ``options`` attribute lists what it accepts.
     :raises ValueError: unknown task or option, or an option out of range.
     """
