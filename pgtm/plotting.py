@@ -35,6 +35,21 @@ def frames_for_display(frames: torch.Tensor) -> torch.Tensor:
     return images.reshape(b, t, 3, images.shape[-2], images.shape[-1])
 
 
+def marked_frames(frames: torch.Tensor, generated: torch.Tensor | None) -> torch.Tensor:
+    """``frames [B, T, C, H, W]`` as displayed images ``[B, T, 3, H', W']`` with the steps where
+    ``generated [T]`` (or ``[B, T]``) is True marked: grey frames tinted red, colour frames
+    given a red border (a tint would change their colours)."""
+    images = frames_for_display(frames.detach().cpu())
+    if generated is not None:
+        mark = generated.cpu().expand(images.shape[:2])
+        if frames.shape[2] == 3:
+            _draw_red_border(images, mark)
+        else:
+            red = images[..., 0, :, :]
+            red[mark] = red[mark].clamp(min=0.45)  # dark-red background, strokes stay white
+    return images
+
+
 def save_sequences(path, groups: list[tuple[str, torch.Tensor, torch.Tensor | None]],
                    title: str | None = None) -> str:
     """Write labelled blocks of sequences, one row per sequence, generated frames marked red.
@@ -47,14 +62,7 @@ def save_sequences(path, groups: list[tuple[str, torch.Tensor, torch.Tensor | No
     """
     blocks = []
     for label, frames, generated in groups:
-        images = frames_for_display(frames.detach().cpu())
-        if generated is not None:
-            mark = generated.cpu().expand(images.shape[:2])
-            if frames.shape[2] == 3:
-                _draw_red_border(images, mark)
-            else:
-                red = images[..., 0, :, :]
-                red[mark] = red[mark].clamp(min=0.45)  # dark-red background, strokes stay white
+        images = marked_frames(frames, generated)
         grid = make_grid(images.flatten(0, 1), nrow=images.shape[1], padding=2, pad_value=0.5)
         blocks.append((label, grid.permute(1, 2, 0).numpy()))
     width = blocks[0][1].shape[1] / 80 + 1.6

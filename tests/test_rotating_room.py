@@ -1,13 +1,14 @@
-"""The rotating-room task (pgtm.rotating_room) and its renderer (pgtm.room)."""
+"""The rotating-room task (pgtm.tasks.rotating_room) and its renderer (pgtm.room)."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from pgtm.room import Room, render_room, wall_hits
-from pgtm.rotating_room import PALETTE_BINS, RotatingRoomTask
 from pgtm.tasks import TASK_NAMES, make_task
+from pgtm.tasks.rotating_room import PALETTE_BINS, RotatingRoomTask
 
 
 def generator(seed=0):
@@ -146,18 +147,13 @@ def test_rebuilt_from_its_options_it_draws_the_same_batches():
 
 
 def test_recall_frames_of_colour_sequences_get_a_red_border_not_a_tint(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    from pgtm.plotting import save_sequences
+    from pgtm.plotting import marked_frames, save_sequences
 
     batch = RotatingRoomTask(image_size=32).sample(1, "train", generator())
-    path = save_sequences(tmp_path / "room.png", [batch.x], batch.recall[0])
-    grid = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1) / 255
-    # [3, 2 + 34, 2 + 30 * 34]: 2-pixel padding
-    first_recall = grid[:, 2:34, 2 + 15 * 34 : 2 + 15 * 34 + 32]
-    assert torch.allclose(first_recall[:, 1:-1, 1:-1], batch.x[0, 15, :, 1:-1, 1:-1], atol=1 / 255)
-    assert torch.allclose(first_recall[:, 0, :], torch.tensor([0.9, 0.05, 0.05])[:, None],
-                          atol=1 / 255)
-    observed = grid[:, 2:34, 2:34]
-    assert torch.allclose(observed, batch.x[0, 0], atol=1 / 255)
+    images = marked_frames(batch.x, batch.recall[0])
+    first_recall = images[0, 15]
+    assert torch.allclose(first_recall[:, 1:-1, 1:-1], batch.x[0, 15, :, 1:-1, 1:-1])
+    assert torch.allclose(first_recall[:, 0, :], torch.tensor([0.9, 0.05, 0.05])[:, None])
+    assert torch.equal(images[0, 0], batch.x[0, 0])  # observed frames are untouched
+    path = save_sequences(tmp_path / "room.png", [("room", batch.x, batch.recall[0])])
+    assert Path(path).stat().st_size > 1000
