@@ -24,8 +24,8 @@ import math
 from pathlib import Path
 
 from pgtm.cli import add_threads_option, set_threads
+from pgtm.experiment import bound_sweep_of_gtm, load_run, test_batch
 from pgtm.inference.checkpoint import load_checkpoint
-from pgtm.inference.experiment import bound_sweep_of_gtm, load_run, test_batch
 from pgtm.io import save_json
 from pgtm.models import count_parameters
 from pgtm.plotting import plot_bounds_vs_particles

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pgtm.allocator import keep_freed_memory
 from pgtm.cli import add_optimisation_options, add_threads_option, set_threads
-from pgtm.inference.experiment import run_experiment, write_summary
+from pgtm.experiment import run_experiment, write_summary
 from pgtm.inference.train import TrainConfig
 from pgtm.models import MEMORIES
 from pgtm.tasks import make_task

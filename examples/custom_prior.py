@@ -13,7 +13,7 @@ import argparse
 import pyro.distributions as dist
 from torch import nn
 
-from pgtm.inference.experiment import run_experiment
+from pgtm.experiment import run_experiment
 from pgtm.inference.train import TrainConfig
 from pgtm.models import Prior
 from pgtm.tasks import make_task

@@ -49,7 +49,7 @@ import json
 import sys
 from pathlib import Path
 
-from pgtm.inference.experiment import write_summary
+from pgtm.experiment import write_summary
 
 out, baseline = map(Path, sys.argv[1:3])
 runs = {"vrnn": baseline / "vrnn", "dnc (default init)": baseline / "dnc"}

@@ -35,9 +35,9 @@ from pathlib import Path
 
 from pgtm.allocator import keep_freed_memory
 from pgtm.cli import add_optimisation_options, add_threads_option, set_threads
+from pgtm.experiment import run_experiment
 from pgtm.inference.checkpoint import temp_sibling
 from pgtm.inference.evaluate import save_json
-from pgtm.inference.experiment import run_experiment
 from pgtm.inference.train import TrainConfig
 from pgtm.models import MEMORIES
 from pgtm.plotting import _prepare, plt

@@ -32,8 +32,8 @@ import torch
 from torch.nn import functional as F
 
 from pgtm.cli import add_threads_option, set_threads
+from pgtm.experiment import load_run, test_batch
 from pgtm.inference.evaluate import save_json
-from pgtm.inference.experiment import load_run, test_batch
 
 #: pre-recall positions a dynamic-dependency label can point at
 ADDRESSABLE = 10

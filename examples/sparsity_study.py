@@ -37,7 +37,7 @@ from pathlib import Path
 
 from pgtm.allocator import keep_freed_memory
 from pgtm.cli import add_threads_option, set_threads
-from pgtm.inference.experiment import run_experiment
+from pgtm.experiment import run_experiment
 from pgtm.inference.read_heads import ReadHeadLog
 from pgtm.inference.train import TrainConfig
 from pgtm.plotting import _prepare, plt

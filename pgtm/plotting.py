@@ -233,3 +233,58 @@ def plot_bounds_vs_particles(path, sweeps: dict[str, dict], title: str) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+_DASHES = ("-", "--", "-.", ":")
+#: panels of quantities in [0, 1], drawn on that scale
+_UNIT_RANGE = ("max_weight", "mass", "gate", "hit_rate")
+
+
+def plot_read_head_dynamics(path, records: list[dict], title: str | None = None) -> str:
+    """Per-head entropy, max weight, mass, gate (and hit rate) over training, and per-head heat maps
+    of the mean weight on each slot at the recall steps (training step × slot)."""
+    if not records:
+        raise ValueError("records is empty: nothing to plot")
+    steps = [r["step"] for r in records]
+    heads = len(records[0]["entropy"])
+    panels = [k for k in ("entropy", "max_weight", "mass", "gate", "hit_rate") if k in records[0]]
+    fig, axes = plt.subplots(2, max(len(panels), heads), figsize=(3.0 * max(len(panels), heads),
+                             6.0), squeeze=False, layout="constrained")
+    for ax, key in zip(axes[0], panels, strict=False):
+        for h in range(heads):
+            # heads often coincide (hit rate 0, mass 1): later heads get smaller, hollow
+            # markers and their own dash, so every head stays visible where they overlap
+            ax.plot(steps, [r[key][h] for r in records], label=f"head {h}",
+                    marker=_MARKERS[h % len(_MARKERS)], markersize=max(9 - 1.5 * h, 3),
+                    markerfacecolor="none", linestyle=_DASHES[h % len(_DASHES)], alpha=0.85)
+        ax.set_title(key.replace("_", " "))
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        if key in _UNIT_RANGE:  # keep normalised masses at 1 +- 1e-8 from filling the panel
+            top = max(1.0, max(max(r[key]) for r in records))
+            ax.set_ylim(-0.03 * top, 1.05 * top)
+    axes[0][0].legend(fontsize=7)
+    for ax in axes[0][len(panels):]:
+        ax.axis("off")
+    image = None
+    for h, ax in enumerate(axes[1][:heads]):
+        profile = torch.tensor([r["slot_profile"][h] for r in records])  # [E, N]
+        # one evaluation has no width of its own: give it half a period on either side
+        half = (steps[-1] - steps[0]) / (2 * (len(steps) - 1)) if len(steps) > 1 else 0.5
+        image = ax.imshow(profile.T.numpy(), aspect="auto", origin="lower", vmin=0, vmax=1,
+                          extent=(steps[0] - half, steps[-1] + half, -0.5,
+                                  profile.shape[1] - 0.5))
+        ax.set_title(f"head {h}: mean weight per slot", fontsize=9)
+        ax.set_xlabel("training step")
+        if h == 0:
+            ax.set_ylabel("slot")
+    for ax in axes[1][heads:]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes[1].tolist(), shrink=0.8, label="weight")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(_prepare(path), dpi=100)
+    plt.close(fig)
+    return os.fspath(path)

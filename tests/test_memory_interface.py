@@ -16,7 +16,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from pgtm.inference.experiment import read_heads_on
+from pgtm.experiment import read_heads_on
 from pgtm.models import MEMORIES, build_gtm, count_parameters
 from pgtm.tasks import SequenceBatch
 

@@ -6,12 +6,8 @@ import math
 import pytest
 import torch
 
-from pgtm.inference.read_heads import (
-    ReadHeadLog,
-    fifo_slot_of_step,
-    plot_read_head_dynamics,
-    read_head_statistics,
-)
+from pgtm.inference.read_heads import ReadHeadLog, fifo_slot_of_step, read_head_statistics
+from pgtm.plotting import plot_read_head_dynamics
 
 
 def one_hot_reads(addresses, num_slots, num_heads=2, hit_head=0):

@@ -17,13 +17,13 @@ from .options import (
 def _cmd_evaluate(args) -> int:
     from pathlib import Path
 
-    from pgtm.inference.evaluate import save_json
-    from pgtm.inference.experiment import (
+    from pgtm.experiment import (
         bound_sweep_of_gtm,
         elbo_outliers_of_gtm,
         load_run,
         test_batch,
     )
+    from pgtm.inference.evaluate import save_json
     from pgtm.plotting import plot_bounds_vs_particles
 
     if args.outliers and args.bound == "smc":

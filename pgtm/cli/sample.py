@@ -17,7 +17,7 @@ def _cmd_sample(args) -> int:
 
     import torch
 
-    from pgtm.inference.experiment import load_run, test_batch
+    from pgtm.experiment import load_run, test_batch
     from pgtm.plotting import plot_read_weights, save_sequences
 
     check_output_file(args.out, picture_formats())

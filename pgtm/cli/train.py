@@ -247,7 +247,7 @@ def _train_here(args, where) -> int:
     """``pgtm train`` in this process (one rank of a data-parallel run, or the only one)."""
     import os
 
-    from pgtm.inference.experiment import completed_results, run_experiment
+    from pgtm.experiment import completed_results, run_experiment
     from pgtm.inference.lifecycle import TrainingInterrupted
     from pgtm.inference.train import TrainConfig, TrainingDiverged
 

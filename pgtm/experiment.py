@@ -28,12 +28,17 @@ from pgtm.inference.evaluate import evaluate, save_json
 from pgtm.inference.lifecycle import RunLock
 from pgtm.inference.memory_forcing import MemoryForcing
 from pgtm.inference.outliers import elbo_outliers
-from pgtm.inference.read_heads import ReadHeadLog, plot_read_head_dynamics, read_head_statistics
+from pgtm.inference.read_heads import ReadHeadLog, read_head_statistics
 from pgtm.inference.train import TrainConfig, train
 from pgtm.memories.introspective import IntrospectiveMemory
 from pgtm.models import build_gtm, count_parameters
 from pgtm.models.build import class_reference
-from pgtm.plotting import plot_read_weights, plot_step_curves, save_sequences
+from pgtm.plotting import (
+    plot_read_head_dynamics,
+    plot_read_weights,
+    plot_step_curves,
+    save_sequences,
+)
 from pgtm.tasks import make_task
 
 RUN_SPEC = "run.json"
