@@ -194,9 +194,10 @@ def train(
 
     Outputs in ``config.out_dir`` (when not ``None``): ``checkpoint.pt`` (atomic; every
     ``checkpoint_every`` steps and at the end) and the ``keep_checkpoints - 1`` before it in
-    ``checkpoints/``, ``log.csv`` (columns ``step, loss, beta, seconds`` then evaluation
-    metrics; ``loss`` is the mean since the previous row of the negative ELBO summed over the
-    batch, ``seconds`` the cumulative training wall time), ``rollbacks.json`` after a rollback,
+    ``checkpoints/``, ``log.csv`` (columns ``step, loss, loss_per_sequence, beta, seconds``
+    then evaluation metrics; ``loss`` is the mean since the previous row of the negative ELBO
+    summed over the batch, in nats, ``loss_per_sequence`` that divided by the batch size,
+    ``seconds`` the cumulative training wall time), ``rollbacks.json`` after a rollback,
     and ``tensorboard/`` if TensorBoard is installed.
 
     :param gtm: module with ``model`` and ``guide`` Pyro programs; moved to ``config.device``
@@ -279,7 +280,7 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
         objective, device_ids=None if device.type == "cpu" else [device])
 
     log = TrainLog(out_dir if where.main else None, config.tensorboard, state.csv_rows,
-                   state.step)
+                   state.step, config.batch_size)
     checkpoint_step = state.step if ckpt is not None else None
     if ckpt is not None:
         # Last: nothing above may draw from the global generators after they are restored.

@@ -3,8 +3,8 @@ TensorBoard imports, ``tensorboard/``; both can be rewound to a checkpoint (on r
 rollback) so that no row is lost or duplicated.
 
 The ``loss`` column is the mean, over the steps since the previous row, of the step loss: the
-(KL-annealed) negative ELBO **summed over the batch's sequences**, in nats (divide by
-``batch_size`` for nats per sequence).
+(KL-annealed) negative ELBO **summed over the batch's sequences**, in nats;
+``loss_per_sequence`` is the same divided by the batch size (nats per sequence).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class CsvLog:
     written after the checkpoint by an interrupted run are not duplicated.
     """
 
-    BASE = ("step", "loss", "beta", "seconds")
+    BASE = ("step", "loss", "loss_per_sequence", "beta", "seconds")
 
     def __init__(self, path: Path, keep_rows: int | None) -> None:
         self.path = path
@@ -111,11 +111,13 @@ class TrainLog:
     :param keep_rows: rows of an existing ``log.csv`` that belong to the checkpoint resumed from
         (``None``: a fresh log).
     :param start_step: the step resumed from (TensorBoard events after it are purged).
+    :param batch_size: sequences per step (for ``loss_per_sequence``).
     """
 
     def __init__(self, out_dir: Path | None, tensorboard: bool, keep_rows: int | None,
-                 start_step: int) -> None:
+                 start_step: int, batch_size: int) -> None:
         self.out_dir = out_dir
+        self.batch_size = batch_size
         self.tensorboard = tensorboard
         self.csv: CsvLog | None = None
         self.tb: Any = None
@@ -147,6 +149,7 @@ class TrainLog:
         row: dict[str, Any] = {
             "step": step,
             "loss": float(np.mean(self.window)),
+            "loss_per_sequence": float(np.mean(self.window)) / self.batch_size,
             "beta": beta,
             "seconds": round(seconds, 3),
         }

@@ -30,6 +30,8 @@ BIN_NPZ = "binarized_mnist_larochelle.npz"
 OMNI_NPZ = "omniglot_105_uint8.npz"
 OMNI_SETS = {"train": "background", "test": "evaluation"}
 N_BACKGROUND_CHARS = 964
+#: the least fraction of exact-zero pixels of an MNIST image file (the digits have about 81%)
+MNIST_MIN_BACKGROUND = 0.5
 PKG_DATA = Path(__file__).resolve().parent / "_data"
 BINARIZED_LABELS_FILE = "binarized_mnist_labels.npz"
 BINARIZED_SPLITS = ("train", "valid", "test")
@@ -123,6 +125,10 @@ def read_mnist_arrays(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
         raise ValueError(f"data_dir: {d}: unexpected MNIST shapes {images.shape} / "
                          f"{labels.shape}; expected [N, 28, 28] images and [N] labels")
+    background = np.count_nonzero(images == 0) / max(images.size, 1)
+    if background < MNIST_MIN_BACKGROUND:  # MNIST digits are ~81% exact-zero background
+        raise ValueError(f"data_dir: {img_file} does not hold MNIST digits (only "
+                         f"{100 * background:.1f}% background pixels; MNIST has about 81%)")
     if labels.size and int(labels.max()) > 9:
         raise ValueError(f"data_dir: {lab_file}: labels must be digits 0..9, found "
                          f"{int(labels.max())}")

@@ -188,6 +188,11 @@ def test_damaged_mnist_files_are_one_line_errors(tmp_path, no_env):
         gz.unlink()
     with pytest.raises(ValueError, match="labels must be digits 0..9, found 11"):
         load_images("mnist", "test", data_dir=tmp_path)
+    write_fake_mnist(tmp_path, n=10)
+    noise = np.random.default_rng(0).integers(1, 256, size=(10, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", noise, False)
+    with pytest.raises(ValueError, match=r"does not hold MNIST digits \(only 0.0% background"):
+        load_images("mnist", "test", data_dir=tmp_path)
 
 
 def test_not_found_message_names_places_and_fixes(tmp_path, no_env):
