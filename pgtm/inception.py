@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from pgtm.networks import IMAGE_SHAPE, check_frame_shape, conv_downsamplings
+from pgtm.networks import IMAGE_SHAPE, ImageDecoder, check_frame_shape, conv_downsamplings
 from pgtm.shapes import apply_flat
 
 #: width of the inception blocks, as a multiple of ``channels``
@@ -99,7 +99,7 @@ class InceptionEncoder(nn.Module):
         return apply_flat(self.net, x, event_dims=3)
 
 
-class InceptionDecoder(nn.Module):
+class InceptionDecoder(ImageDecoder):
     """``[*batch, input_size] -> [*batch, *output_shape]`` (raw outputs).
 
     A linear layer with ReLU to a ``channels x H/2^n x W/2^n`` map, ``n`` stages of (nearest
@@ -110,24 +110,15 @@ class InceptionDecoder(nn.Module):
     """
 
     def __init__(self, input_size: int, channels: int = 32, output_shape=IMAGE_SHAPE):
-        super().__init__()
-        self.frame_shape = check_frame_shape(output_shape)
-        self.channels = channels
-        stages = conv_downsamplings(self.frame_shape)
-        self.map_size = tuple(side // 2**stages for side in self.frame_shape[1:])
-        self.linear = nn.Sequential(
-            nn.Linear(input_size, channels * math.prod(self.map_size)), nn.ReLU()
-        )
+        super().__init__(input_size, channels, output_shape)
         wide = BLOCK_WIDTH * channels
         layers: list[nn.Module] = []
-        for stage in range(stages):
+        for stage in range(self.stages):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"),
                        InceptionBlock(channels if stage == 0 else wide, wide)]
         layers.append(nn.Conv2d(wide, self.frame_shape[0], 3, padding=1))
         self.net = nn.Sequential(*layers)
 
-    def _net(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(self.linear(h).view(-1, self.channels, *self.map_size))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return apply_flat(self._net, h, event_dims=1)
+    @property
+    def upsample(self) -> nn.Module:
+        return self.net

@@ -68,7 +68,35 @@ class ConvEncoder(nn.Module):
         return apply_flat(self.net, x, event_dims=3)
 
 
-class ConvDecoder(nn.Module):
+class ImageDecoder(nn.Module):
+    """What the image decoders share: a linear layer with ReLU from ``[*batch, input_size]`` to
+    a ``channels x H/2^n x W/2^n`` map (``n`` = :func:`conv_downsamplings` of the
+    ``output_shape``, the likelihood's ``raw_shape``), then :attr:`upsample` (a subclass's
+    layers) to ``[*batch, *output_shape]`` raw outputs."""
+
+    def __init__(self, input_size: int, channels: int, output_shape) -> None:
+        super().__init__()
+        self.frame_shape = check_frame_shape(output_shape)
+        self.channels = channels
+        self.stages = conv_downsamplings(self.frame_shape)
+        self.map_size = tuple(side // 2**self.stages for side in self.frame_shape[1:])
+        self.linear = nn.Sequential(
+            nn.Linear(input_size, channels * math.prod(self.map_size)), nn.ReLU()
+        )
+
+    @property
+    def upsample(self) -> nn.Module:
+        """The layers from the map to the raw outputs."""
+        raise NotImplementedError
+
+    def _net(self, h: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.linear(h).view(-1, self.channels, *self.map_size))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return apply_flat(self._net, h, event_dims=1)
+
+
+class ConvDecoder(ImageDecoder):
     """Convolutional decoder ``[*batch, input_size] -> [*batch, *output_shape]`` (raw outputs).
 
     A linear layer to a ``channels x H/2^n x W/2^n`` map, then ``n`` stride-2 transposed
@@ -78,25 +106,16 @@ class ConvDecoder(nn.Module):
     """
 
     def __init__(self, input_size: int, channels: int = 32, output_shape=IMAGE_SHAPE):
-        super().__init__()
-        self.frame_shape = check_frame_shape(output_shape)
-        self.channels = channels
-        stages = conv_downsamplings(self.frame_shape)
-        self.map_size = tuple(side // 2**stages for side in self.frame_shape[1:])
-        self.linear = nn.Sequential(
-            nn.Linear(input_size, channels * math.prod(self.map_size)), nn.ReLU()
-        )
+        super().__init__(input_size, channels, output_shape)
         layers = []
-        for _ in range(stages - 1):
+        for _ in range(self.stages - 1):
             layers += [nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1), nn.ReLU()]
         layers.append(nn.ConvTranspose2d(channels, self.frame_shape[0], 4, stride=2, padding=1))
         self.deconv = nn.Sequential(*layers)
 
-    def _net(self, h: torch.Tensor) -> torch.Tensor:
-        return self.deconv(self.linear(h).view(-1, self.channels, *self.map_size))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return apply_flat(self._net, h, event_dims=1)
+    @property
+    def upsample(self) -> nn.Module:
+        return self.deconv  # the attribute's name is in checkpoints written before the base
 
 
 class MLPEncoder(nn.Module):
