@@ -19,6 +19,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -330,6 +331,23 @@ def _assemble(
         action_size=action_size,
         reuse_path=reuse_path,
     )
+
+
+def memory_options(memory) -> dict[str, Any]:
+    """The options a memory takes (its constructor's arguments beyond the sizes the builder
+    passes), with their defaults (``None`` where the builder chooses, e.g. ``num_slots``).
+
+    :param memory: a name in :data:`MEMORIES` or a memory class.
+    """
+    memory_cls = resolve("memory", memory, MEMORIES)
+    try:
+        parameters = inspect.signature(memory_cls).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    built = {"latent_size", "controller_size", "feature_size"}
+    return {p.name: None if p.default is inspect.Parameter.empty else p.default
+            for p in parameters if p.name not in built
+            and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
 
 
 def _check_memory_options(memory, memory_cls, options: dict) -> None:

@@ -160,6 +160,17 @@ TRAIN = [
     ("binarize-unknown", ["--binarize", "otsu"], "--binarize"),
     ("data-dir-missing", ["--data-dir", "/no/such/folder"], "--data-dir"),
     ("unknown-flag", ["--stepz", "3"], "--stepz"),
+    ("memory-option-unknown", ["--memory-option", "foo=1"], "--memory-option: unknown option"),
+    ("memory-option-type", ["--model", "dnc", "--memory-option", "word_size=big"],
+     "--memory-option: word_size expects int"),
+    ("memory-option-no-value", ["--memory-option", "num_heads"], "expected NAME=VALUE"),
+    ("memory-option-and-its-flag", ["--num-heads", "2", "--memory-option", "num_heads=3"],
+     "--memory-option num_heads is also set"),
+    ("memory-option-vrnn", ["--model", "vrnn", "--memory-option", "num_heads=2"],
+     "accepted: none"),
+    ("task-option-unknown", ["--task-option", "perod=5"], "--task-option: unknown option"),
+    ("task-option-and-its-flag", ["--task-option", "recall_length=2"], "both given"),
+    ("task-option-range", ["--task-option", "prerecall_length=0", "-l", "4"], "both given"),
 ]
 
 #: train cases that need another task than perfect recall: (id, task and argv, contains)

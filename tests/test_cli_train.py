@@ -231,3 +231,18 @@ def test_num_heads_reaches_every_memory_with_heads(model):
     gtm = build_gtm(model, frame_shape=(1, 1, 8), sequence_length=4,
                     **model_options_from_args(args))
     assert gtm.memory.num_heads == 2
+
+
+def test_memory_and_task_options_reach_the_model_and_the_task(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "perfect-recall", "--task-option", "prerecall_length=4", "-k", "2",
+            "--model", "dnc", "--memory-option", "word_size=12", "--memory-option",
+            "num_write_heads=2", "--out", str(run), "--steps", "2", "--eval-every", "2",
+            "--checkpoint-every", "2", *TINY]
+    assert main(argv) == 0
+    spec = json.loads((run / "run.json").read_text())
+    assert spec["model_options"]["word_size"] == 12
+    assert spec["model_options"]["num_write_heads"] == 2
+    assert spec["task"]["options"]["prerecall_length"] == 4
+    assert main(["evaluate", str(run), "--particles", "2", "--sequences", "2"]) == 0
+    capsys.readouterr()

@@ -123,6 +123,8 @@ _SNAKE_NAME = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
 def _as_option(message: str, options: dict[str, str]) -> str:
     """``"recall_length must be ..."`` -> ``"--recall-length must be ..."``: the leading word,
     and any ``snake_case`` word, that names an option is written as the option."""
+    if message.startswith("-"):  # names its option already, and the API names after it
+        return message
     match = _LEADING_NAME.match(message)
     if match and match.group(1) in options:
         message = options[match.group(1)] + message[match.end():]

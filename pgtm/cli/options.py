@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "DEFAULT_THREADS",
+    "add_assignments_option",
+    "assignments",
     "HelpFormatter",
     "Parser",
     "add_data_options",
@@ -164,6 +167,51 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="recall length k (task default if omitted)",
     )
+    add_assignments_option(parser, "--task-option", "task (e.g. period=10 for rotating-room)")
+
+
+def add_assignments_option(parser, flag: str, what: str) -> None:
+    """A repeatable ``flag NAME=VALUE`` (parse it with :func:`assignments`)."""
+    parser.add_argument(flag, action="append", default=[], metavar="NAME=VALUE",
+                        help=f"set an option of the {what} by name (repeatable); its type is "
+                        "that of the option's default")
+
+
+def assignments(flag: str, items: list[str], accepted: dict[str, Any]) -> dict[str, Any]:
+    """``["period=10", ...]`` as ``{"period": 10}``, each value converted to the type of its
+    default in ``accepted`` (``NAME -> default``; a ``None`` default takes an int, a float or a
+    string, whichever the text is).
+
+    :raises ValueError: one line naming ``flag``: no ``=``, an unknown name (the accepted ones
+        listed), or a value of the wrong type.
+    """
+    chosen: dict[str, Any] = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not equals or not name:
+            raise ValueError(f"{flag}: expected NAME=VALUE, got {item!r}")
+        if name not in accepted:
+            raise ValueError(f"{flag}: unknown option {name!r}; accepted: "
+                             f"{', '.join(sorted(accepted)) or 'none'}")
+        chosen[name] = _typed(flag, name, text.strip(), accepted[name])
+    return chosen
+
+
+def _typed(flag: str, name: str, text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{flag}: {name} expects true or false, got {text!r}")
+    kinds = (type(default),) if isinstance(default, (int, float, str)) else (int, float, str)
+    for kind in kinds:
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    raise ValueError(f"{flag}: {name} expects {kinds[0].__name__}, got {text!r}")
 
 
 def add_optimisation_options(parser, default_steps: int) -> None:
@@ -211,16 +259,15 @@ def set_threads(threads: int) -> None:
 
 def task_from_args(args: argparse.Namespace):
     """Build the task named by ``args`` (see :func:`add_task_options`, :func:`add_data_options`)."""
-    from pgtm.tasks import make_task
+    from pgtm.tasks import make_task, task_class
 
-    return make_task(
-        args.task,
-        data_dir=args.data_dir,
-        download=args.download,
-        binarize=args.binarize,
-        prerecall_length=args.prerecall_length,
-        recall_length=args.recall_length,
-    )
+    chosen = assignments("--task-option", args.task_option, task_class(args.task).options)
+    for name in ("prerecall_length", "recall_length"):
+        if name in chosen and getattr(args, name) is not None:
+            raise ValueError(f"--task-option {name} and --{name.replace('_', '-')} both given")
+        chosen.setdefault(name, getattr(args, name))
+    return make_task(args.task, data_dir=args.data_dir, download=args.download,
+                     binarize=args.binarize, **chosen)
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -8,10 +8,12 @@ import json
 import sys
 
 from .options import (
+    add_assignments_option,
     add_data_options,
     add_optimisation_options,
     add_task_options,
     add_threads_option,
+    assignments,
     check_output_folder,
     device,
     integer,
@@ -55,6 +57,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sparsity", type=number(0), default=None,
                        help="introspective l1/2 penalty alpha >= 0 (default 0)")
     _add_memory_specific_options(group)
+    add_assignments_option(group, "--memory-option",
+                           "memory (e.g. word_size=16 for dnc; any argument of its constructor)")
     group.add_argument("--orthogonal-init", action="store_true",
                        help="orthogonal initialisation of the controller's recurrent matrix")
 
@@ -156,6 +160,13 @@ def model_options_from_args(args) -> dict:
                 raise ValueError(f"--{name} applies to --model introspective only")
             options[name] = getattr(args, name)
     _memory_specific_options_from_args(args, options)
+    from pgtm.models.build import memory_options
+
+    for name, value in assignments("--memory-option", args.memory_option,
+                                   memory_options(args.model)).items():
+        if name in options:
+            raise ValueError(f"--memory-option {name} is also set by its own flag; give one")
+        options[name] = value
     return options
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "cumulative_parity_digits",
     "make_task",
     "parity_digits",
+    "task_class",
 ]
 
 _TASKS: dict[str, type[Task]] = {
@@ -80,6 +81,17 @@ _TASKS: dict[str, type[Task]] = {
     "rotating-room": RotatingRoomTask,
 }
 TASK_NAMES: tuple[str, ...] = tuple(_TASKS)
+
+
+def task_class(name: str) -> type[Task]:
+    """The class of the task called ``name`` (its ``options`` are what :func:`make_task`
+    accepts, with their defaults).
+
+    :raises ValueError: for an unknown name.
+    """
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of: {', '.join(TASK_NAMES)}")
+    return _TASKS[name]
 
 
 def make_task(
@@ -104,9 +116,7 @@ def make_task(
         ``options`` attribute lists what it accepts.
     :raises ValueError: unknown task or option, or an option out of range.
     """
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of: {', '.join(TASK_NAMES)}")
-    cls = _TASKS[name]
+    cls = task_class(name)
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(cls.options))
     if unknown:
