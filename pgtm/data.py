@@ -38,8 +38,9 @@ Labels: MNIST digit labels; Omniglot *global character ids* (background characte
 evaluation characters ``964..1622``), with the images ordered character by character (all
 drawings of a character are consecutive), so :func:`omniglot_by_character` can regroup them.
 Binarised MNIST has labels only where the bundled file ``_data/binarized_mnist_labels.npz``
-(recovered and verified pixel by pixel against MNIST by ``examples/make_binarized_mnist_labels.py``)
-matches the loaded arrays by checksum; otherwise ``labels`` is ``None``.
+(recovered and verified pixel by pixel against MNIST by
+``examples/data/make_binarized_mnist_labels.py``) matches the loaded arrays by checksum;
+otherwise ``labels`` is ``None``.
 """
 
 from __future__ import annotations

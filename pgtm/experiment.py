@@ -1,7 +1,7 @@
 """One experiment = build a GTM for a task, train it, evaluate it, draw it.
 
-Used by ``pgtm train`` and by ``examples/compare_models.py``; everything it writes lands in one
-folder: ``checkpoint.pt``, ``log.csv``, ``results.json`` and the pictures ``samples.png``,
+Used by ``pgtm train`` and by ``examples/studies/compare_models.py``; everything it writes lands
+in one folder: ``checkpoint.pt``, ``log.csv``, ``results.json`` and the pictures ``samples.png``,
 ``kl_per_step.png`` and, for models whose memory has read weights, ``read_weights.png``,
 ``read_heads.jsonl`` (the heads' statistics at every periodic evaluation) and
 ``read_heads.png`` (their dynamics over training).

@@ -126,12 +126,16 @@ def _cli(out: Path, steps: int) -> list[str]:
             "--iwae-particles", "2", "--no-progress", "--nproc-per-node", "2"]
 
 
+def _run(command: list[str], env: dict) -> None:
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_the_cli_launcher_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PGTM_DATA_DIR", None)
     steps = 40
-    subprocess.run(_cli(tmp_path / "whole", steps), check=True, env=env, cwd=ROOT,
-                   capture_output=True)
+    _run(_cli(tmp_path / "whole", steps), env)
     killed = subprocess.Popen(_cli(tmp_path / "killed", steps), env=env, cwd=ROOT,
                               start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -144,8 +148,7 @@ def test_the_cli_launcher_killed_and_resumed_matches_an_uninterrupted_run(tmp_pa
     os.killpg(killed.pid, signal.SIGKILL)  # torchrun and both ranks, mid-run
     killed.wait()
     assert load_checkpoint(checkpoint)["step"] < steps, "finished before it could be killed"
-    subprocess.run(_cli(tmp_path / "killed", steps), check=True, env=env, cwd=ROOT,
-                   capture_output=True)
+    _run(_cli(tmp_path / "killed", steps), env)
     whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
     resumed = load_checkpoint(checkpoint)
     assert torch.equal(whole["losses"], resumed["losses"])

@@ -21,8 +21,8 @@ entropy, max weight, gate and slot heat maps over training); the comparison goes
 ``<out>/summary.{json,md}`` and ``<out>/dynamics.png``. Runs resume from their checkpoints and
 separate processes can share ``--out`` (e.g. one per core, split by ``--seeds``)::
 
-    python examples/sparsity_study.py --seeds 0 1 2 --steps 2000 --out results/sparsity_study \\
-        --data-dir ../shared/data --threads 1
+    python examples/studies/sparsity_study.py --seeds 0 1 2 --steps 2000 \\
+        --out results/sparsity_study --data-dir ../shared/data --threads 1
 
 ``--variants softplus-orthogonal`` adds the orthogonal-initialisation comparison (softplus
 weights, orthogonal recurrent matrix of the controller) at the same budget.

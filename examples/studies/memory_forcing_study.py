@@ -19,7 +19,7 @@ checkpoints (``--steps`` is the total), finished runs are skipped, and separate 
 share ``--out`` (split the work with ``--tasks``/``--modes``/``--seeds``, e.g. one per core);
 each process rewrites the summary from every run finished so far::
 
-    python examples/memory_forcing_study.py --tasks copy --seeds 0 1 2 --steps 1500 \\
+    python examples/studies/memory_forcing_study.py --tasks copy --seeds 0 1 2 --steps 1500 \\
         --threads 1 --data-dir ../shared/data --out results/memory_forcing
 """
 

@@ -10,7 +10,7 @@ the run, ``--particles`` and ``--sequences`` are unchanged, so runs can be added
 
 The study of ``docs/results/bounds_vs_particles.md``::
 
-    python examples/bounds_study.py runs/bounds/perfect-recall/vrnn \\
+    python examples/studies/bounds_study.py runs/bounds/perfect-recall/vrnn \\
         runs/bounds/perfect-recall/introspective runs/bounds/dynamic-dependency/vrnn \\
         runs/bounds/dynamic-dependency/dnc --particles 1 10 100 1000 --sequences 32 \\
         --threads 1 --out results/bounds_vs_particles

@@ -13,7 +13,7 @@ to the exact same file).
 
 Usage::
 
-    python examples/make_binarized_mnist_labels.py --data-dir /path/to/data
+    python examples/data/make_binarized_mnist_labels.py --data-dir /path/to/data
 
 It takes a few minutes on two CPU cores.
 """
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgtm.data import find_binarized_mnist_file, read_mnist_arrays
+from pgtm.data_files import find_binarized_mnist_file, read_mnist_arrays
 
-OUT = Path(__file__).resolve().parents[1] / "pgtm" / "_data" / "binarized_mnist_labels.npz"
+OUT = Path(__file__).resolve().parents[2] / "pgtm" / "_data" / "binarized_mnist_labels.npz"
 
 
 def match(

@@ -7,7 +7,7 @@ parameters), ``<out>/summary.md`` and ``<out>/kl_per_step.png``.
 
 The perfect-recall experiment of docs/results/perfect_recall.md::
 
-    python examples/compare_models.py perfect-recall --models vrnn introspective \\
+    python examples/studies/compare_models.py perfect-recall --models vrnn introspective \\
         --network mlp --steps 6000 --threads 1 --out results/perfect_recall \\
         --data-dir ../shared/data
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's experiments (Gemici et al. 2017, section 5), parameter-matched models.
 #
-#   bash examples/paper_experiments.sh DATA_DIR STEPS SEED EXPERIMENT [MODEL ...]
+#   bash examples/studies/paper_experiments.sh DATA_DIR STEPS SEED EXPERIMENT [MODEL ...]
 #
 # EXPERIMENT: perfect-recall-l10, perfect-recall-l20, perfect-recall-l50, parity-l10,
 # parity-l20, parity-l50, one-shot, dynamic-dependency, similarity-cued, navigation.

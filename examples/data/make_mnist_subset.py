@@ -7,7 +7,7 @@ random without replacement, seed 0, kept in their original order) and stores the
 
 Usage::
 
-    python examples/make_mnist_subset.py --data-dir /path/to/data   # or PGTM_DATA_DIR
+    python examples/data/make_mnist_subset.py --data-dir /path/to/data   # or PGTM_DATA_DIR
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pgtm.data import ENV_VAR, bundled_subset_path, read_mnist_arrays
+from pgtm.data import ENV_VAR, bundled_subset_path
+from pgtm.data_files import read_mnist_arrays
 
 MAX_BYTES = 2 * 1024 * 1024
 

@@ -2,8 +2,8 @@
 # The DNC-GTMM studies of docs/results/content_addressed_memories.md on dynamic dependency: two variants of the DNC trained side by
 # side, one process per core, at the budget of the all-model comparison
 # (results/dynamic_dependency_<STEPS>/, whose VRNN and default DNC rows they are compared with:
-# run `bash examples/memory_comparison.sh DATA_DIR STEPS dynamic-dependency` first).
-#   bash examples/dnc_studies.sh STUDY [DATA_DIR] [STEPS]
+# run `bash examples/studies/memory_comparison.sh DATA_DIR STEPS dynamic-dependency` first).
+#   bash examples/studies/dnc_studies.sh STUDY [DATA_DIR] [STEPS]
 # STUDY is one of
 #   read-init    sharp, content-addressed first reads (--dnc-read-strength-init 10
 #                --dnc-content-mode-init 0.9), without and with a 2,000-step KL warm-up;
@@ -13,8 +13,8 @@
 # Each study writes one folder per variant and, over those and the baselines,
 # summary.{json,md} and kl_per_step.png. Re-running continues each run from its checkpoint.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-STUDY=${1:?usage: bash examples/dnc_studies.sh read-init|time-stamps [DATA_DIR] [STEPS]}
+cd "$(dirname "$0")/../.."
+STUDY=${1:?usage: bash examples/studies/dnc_studies.sh read-init|time-stamps [DATA_DIR] [STEPS]}
 DATA_DIR=${2:-../shared/data}
 STEPS=${3:-16000}
 BASELINE=results/dynamic_dependency_${STEPS}

@@ -1,0 +1,129 @@
+"""Every example runs: the demos and studies end to end on the bundled MNIST subset with tiny
+models, the study scripts' usage, the data tools (the bundled subset is rebuilt exactly from the
+full MNIST where it is present)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(autouse=True)
+def bundled_data(monkeypatch):
+    monkeypatch.delenv("PGTM_DATA_DIR", raising=False)
+
+
+def annealing_betas(run):
+    """The KL weights ``log.csv`` recorded for a run."""
+    with open(run / "log.csv") as log:
+        return [float(row["beta"]) for row in csv.DictReader(log)]
+
+
+@pytest.mark.parametrize(
+    "script,args",
+    [
+        ("custom_prior.py", ["--steps", "3"]),
+        ("studies/compare_models.py", [
+            "perfect-recall", "--models", "vrnn", "introspective", "--steps", "2",
+            "--batch-size", "2", "--eval-every", "2", "--eval-sequences", "3",
+            "--iwae-particles", "3", "-l", "3", "-k", "2", "--kl-anneal-steps", "4",
+            "--parameter-budget", "1860000"]),
+        ("studies/sparsity_study.py", ["--variants", "softplus", "softplus-sparse", "--seeds",
+                                       "0", "1",
+                               "--steps", "4", "--eval-every", "2", "--eval-sequences", "3",
+                               "--iwae-particles", "3"]),
+        ("studies/memory_forcing_study.py", ["--seeds", "0", "--steps", "2", "--eval-every", "2",
+                                     "--eval-sequences", "3", "--iwae-particles", "3",
+                                     "--batch-size", "2", "--latent-size", "4",
+                                     "--controller-size", "16", "--num-heads", "1",
+                                     "--copy-length", "3", "-l", "3", "-k", "2",
+                                     "--kl-anneal-steps", "4"]),
+    ],
+)
+def test_examples_run_end_to_end(script, args, tmp_path):
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    produced = {p.name for p in out.rglob("*")}
+    assert "results.json" in produced
+    if script == "studies/compare_models.py":
+        summary = json.loads((out / "summary.json").read_text())
+        assert set(summary) == {"vrnn", "introspective"}
+        for model in summary.values():  # matched in size
+            assert abs(model["parameters"] - 1_860_000) <= 0.02 * 1_860_000
+        assert annealing_betas(out / "vrnn") == [0.25]
+    if script == "studies/sparsity_study.py":
+        summary = json.loads((out / "summary.json").read_text())["variants"]
+        assert set(summary) == {"softplus", "softplus-sparse"}
+        assert all(row["seeds"] == 2 for row in summary.values())
+        assert {"dynamics.png", "summary.md", "read_heads.png"} <= produced
+    if script == "studies/memory_forcing_study.py":
+        summary = json.loads((out / "summary.json").read_text())["tasks"]
+        assert set(summary) == {"copy", "sequential-mnist", "perfect-recall"}
+        assert all(set(modes) == {"plain", "memory-forcing"} for modes in summary.values())
+        assert 0 <= summary["copy"]["memory-forcing"]["exact_match"][0] <= 1
+        assert summary["sequential-mnist"]["plain"]["recall_kl"] == [None, None]
+        assert summary["perfect-recall"]["plain"]["iwae"][0] is not None
+        assert {"summary.md", "summary.png"} <= produced
+        header = (out / "copy" / "memory-forcing" / "seed0" / "log.csv").read_text()
+        assert "mf_hidden_accuracy" in header and "mf_memory_accuracy" in header
+        assert annealing_betas(out / "copy" / "plain" / "seed0") == [0.25]
+
+
+def test_every_example_is_covered():
+    covered = {"custom_prior.py", "probe_pointer_chain.py", "studies/compare_models.py",
+               "studies/sparsity_study.py", "studies/memory_forcing_study.py",
+               "studies/bounds_study.py", "studies/dnc_studies.sh",
+               "studies/memory_comparison.sh", "studies/paper_experiments.sh",
+               "data/make_mnist_subset.py", "data/make_binarized_mnist_labels.py"}
+    present = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*") if p.suffix in
+               (".py", ".sh")}
+    assert present == covered  # probe_pointer_chain and bounds_study: their own test files
+
+
+@pytest.mark.parametrize("script", ["studies/dnc_studies.sh", "studies/memory_comparison.sh",
+                                    "studies/paper_experiments.sh"])
+def test_study_scripts_parse_and_state_their_usage(script):
+    path = EXAMPLES / script
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    usage = path.read_text().split("\n", 8)[:8]
+    assert any(f"bash examples/{script}" in line for line in usage)
+
+
+def test_paper_experiments_refuses_an_unknown_experiment(tmp_path):
+    run = subprocess.run(["bash", str(EXAMPLES / "studies" / "paper_experiments.sh"), "x", "1",
+                          "0", "no-such-experiment"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2 and "unknown experiment no-such-experiment" in run.stderr
+
+
+@pytest.mark.parametrize("tool", ["data/make_mnist_subset.py",
+                                  "data/make_binarized_mnist_labels.py"])
+def test_data_tools_show_their_usage(tool):
+    run = subprocess.run([sys.executable, str(EXAMPLES / tool), "--help"], capture_output=True,
+                         text=True)
+    assert run.returncode == 0 and "--data-dir" in run.stdout
+
+
+def test_the_bundled_subset_is_rebuilt_exactly_from_full_mnist(tmp_path):
+    full = Path(os.environ.get("PGTM_DATA_DIR") or ROOT.parent / "shared" / "data")
+    if not (full / "MNIST" / "raw").is_dir():
+        pytest.skip("full MNIST not available")
+    out = tmp_path / "subset.npz"
+    subprocess.run([sys.executable, str(EXAMPLES / "data" / "make_mnist_subset.py"),
+                    "--data-dir", str(full), "--out", str(out)], check=True, capture_output=True)
+    bundled = ROOT / "pgtm" / "_data" / "mnist_subset.npz"
+    with np.load(out) as new, np.load(bundled) as old:
+        assert set(new.files) == set(old.files)
+        for key in old.files:
+            assert np.array_equal(new[key], old[key]), key
