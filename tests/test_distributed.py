@@ -115,9 +115,6 @@ def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
         train(TinyGTM(), TinyTask(), _config(tmp_path / "run", 4))
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def _cli(out: Path, steps: int) -> list[str]:
     return [sys.executable, "-m", "pgtm", "train", "perfect-recall", "-l", "4", "-k", "2",
             "--model", "vrnn", "--out", str(out), "--steps", str(steps), "--batch-size", "4",
@@ -126,8 +123,8 @@ def _cli(out: Path, steps: int) -> list[str]:
             "--iwae-particles", "2", "--no-progress", "--nproc-per-node", "2"]
 
 
-def _run(command: list[str], env: dict) -> None:
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+def _run(command: list[str], env: dict, cwd: Path) -> None:
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -135,8 +132,10 @@ def test_the_cli_launcher_killed_and_resumed_matches_an_uninterrupted_run(tmp_pa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PGTM_DATA_DIR", None)
     steps = 40
-    _run(_cli(tmp_path / "whole", steps), env)
-    killed = subprocess.Popen(_cli(tmp_path / "killed", steps), env=env, cwd=ROOT,
+    # run outside the source tree, as a user would: there `python -m pgtm` imports the source
+    # folder pgtm/, which lacks pgtm.models (installed from models/)
+    _run(_cli(tmp_path / "whole", steps), env, tmp_path)
+    killed = subprocess.Popen(_cli(tmp_path / "killed", steps), env=env, cwd=tmp_path,
                               start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoint.pt"
@@ -148,7 +147,7 @@ def test_the_cli_launcher_killed_and_resumed_matches_an_uninterrupted_run(tmp_pa
     os.killpg(killed.pid, signal.SIGKILL)  # torchrun and both ranks, mid-run
     killed.wait()
     assert load_checkpoint(checkpoint)["step"] < steps, "finished before it could be killed"
-    _run(_cli(tmp_path / "killed", steps), env)
+    _run(_cli(tmp_path / "killed", steps), env, tmp_path)
     whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
     resumed = load_checkpoint(checkpoint)
     assert torch.equal(whole["losses"], resumed["losses"])

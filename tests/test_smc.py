@@ -276,8 +276,8 @@ def test_pgtm_evaluate_sweeps_k_with_both_bounds(tmp_path, monkeypatch):
     assert main(["evaluate", str(run), "--bound", "smc", "--particles", "0"]) == 2
     assert main(["evaluate", str(run), "--bound", "smc", "--outliers", "1"]) == 2
 
-    study = [sys.executable, str(ROOT / "examples" / "bounds_study.py"), str(run), "--particles",
-             "1", "3", "--sequences", "2", "--out", str(tmp_path / "study")]
+    study = [sys.executable, str(ROOT / "examples" / "studies" / "bounds_study.py"), str(run),
+             "--particles", "1", "3", "--sequences", "2", "--out", str(tmp_path / "study")]
     for reused in (False, True):
         completed = subprocess.run(study, capture_output=True, text=True, timeout=300)
         assert completed.returncode == 0, completed.stderr[-2000:]

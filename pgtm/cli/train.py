@@ -231,6 +231,7 @@ def _cmd_train(args) -> int:
 def _launch_with_torchrun(processes: int, argv: list[str]) -> int:
     """``pgtm train --nproc-per-node N ...`` = ``torchrun --standalone --nproc-per-node N -m
     pgtm train ...``; SIGINT/SIGTERM are passed on, so the ranks checkpoint and stop."""
+    import os
     import signal
     import subprocess
 
@@ -244,7 +245,9 @@ def _launch_with_torchrun(processes: int, argv: list[str]) -> int:
             rest.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={processes}", "-m", "pgtm", *rest]
-    child = subprocess.Popen(command)
+    # the ranks run `python -m pgtm` in this folder: in a source checkout the folder pgtm/ would
+    # shadow the installed package (which has pgtm.models), so keep the folder off sys.path
+    child = subprocess.Popen(command, env={**os.environ, "PYTHONSAFEPATH": "1"})
     previous = {s: signal.signal(s, lambda number, _: child.send_signal(number))
                 for s in (signal.SIGINT, signal.SIGTERM)}
     try:
