@@ -22,8 +22,9 @@ TINY = ["--latent-size", "4", "--controller-size", "8", "--network", "mlp", "--b
 
 
 @pytest.fixture(autouse=True)
-def bundled_data(monkeypatch):
+def bundled_data(monkeypatch, tmp_path):
     monkeypatch.delenv("PGTM_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # a bad --out that slipped through must not write into the repo
 
 
 @pytest.fixture(scope="module")
