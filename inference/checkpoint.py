@@ -24,6 +24,10 @@ Layout (``FORMAT_VERSION == 2``):
   discriminator weights, their optimiser state and counters).
 * ``threads`` (optional; absent in older checkpoints): ``torch.get_num_threads()`` of the writer
   (results depend on it in the last bits, so a resume with another count warns).
+* ``lr_scale``, ``rollbacks`` (optional): the learning-rate factor of the rollbacks so far and
+  their records (see :class:`~pgtm.inference.train_config.TrainConfig`'s ``on_divergence``).
+* ``ranks`` (data-parallel runs only): every rank's ``{"rng", "batch_generator"}``, in rank
+  order (the top-level ones are rank 0's); a resume needs as many processes.
 """
 
 from __future__ import annotations
@@ -227,10 +231,6 @@ class CheckpointRing:
             return []
         found = [p for p in self.older.glob("step-*.pt") if p.stem[5:].isdigit()]
         return sorted(found, key=lambda p: int(p.stem[5:]), reverse=True)
-
-    def newest_step(self) -> int | None:
-        """The step of ``checkpoint.pt``, or ``None`` when there is none."""
-        return int(load_checkpoint(self.path)["step"]) if self.path.is_file() else None
 
     def save(self, state: Mapping[str, Any], previous_step: int | None) -> Path:
         """Write ``state`` as the newest checkpoint; ``previous_step`` is the step of the

@@ -256,6 +256,7 @@ def guarded_step(
     *,
     step: int,
     gtm: torch.nn.Module,
+    params: list[torch.Tensor],
     regulariser: Regulariser | None,
     regulariser_params: list[torch.Tensor],
     previous_losses: Sequence[float],
@@ -270,6 +271,7 @@ def guarded_step(
         :func:`~pgtm.inference.objective.training_objective` module, or its DDP wrapper).
     :param batch: a ``SequenceBatch`` on the training device.
     :param step: the 1-based step (passed to the regulariser).
+    :param params: ``gtm``'s trainable parameters (what the optimiser updates).
     :param previous_losses: the losses of the steps so far (for :func:`loss_explosion`).
     :param pyro_checks: run Pyro's own checks this step (and check that every ``pyro.param``
         the programs use is a parameter of ``gtm``).
@@ -279,7 +281,6 @@ def guarded_step(
     :raises StepDiverged: with every gradient cleared, when the step is unusable.
     :raises ValueError: when the programs use parameters that ``gtm`` does not own.
     """
-    params = [p for p in gtm.parameters() if p.requires_grad]
     try:
         checks = contextlib.nullcontext() if pyro_checks else without_pyro_checks()
         capture = pyro.poutine.trace(param_only=True) if pyro_checks else contextlib.nullcontext()

@@ -161,14 +161,15 @@ class TrainingState:
                    csv_rows: int, seconds: float, rank_states: list[dict[str, Any]]
                    ) -> dict[str, Any]:
         """The checkpoint dictionary at :attr:`step` (``weights_only``-loadable); the top-level
-        ``rng``/``batch_generator`` are rank 0's, ``ranks`` every rank's."""
+        ``rng``/``batch_generator`` are rank 0's; a data-parallel run adds ``ranks``, every
+        rank's."""
         return {
             "format_version": FORMAT_VERSION,
             "step": self.step,
             "module": gtm.state_dict(),
             "optim": self.optim.state_dict(),
             **rank_states[0],
-            "ranks": rank_states,
+            **({"ranks": rank_states} if len(rank_states) > 1 else {}),
             "config": config.to_dict(),
             "csv_rows": csv_rows,
             "losses": torch.tensor(self.losses, dtype=torch.float64),

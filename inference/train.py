@@ -187,7 +187,8 @@ def train(
 ) -> TrainResult:
     """Train ``gtm`` with SVI (ClippedAdam) on batches from ``task``.
 
-    Each step draws ``task.sample(config.batch_size, "train", generator)`` from a dedicated
+    Each step draws ``task.sample(config.batch_size, "train", generator)`` (in data-parallel
+    training each process draws its share, ``batch_size / processes``) from a dedicated
     CPU :class:`torch.Generator` seeded with ``config.seed``, moves it to ``config.device`` and
     takes one gradient step on the (annealed) negative ELBO of
     ``gtm.model(x, c=c, mask=mask)`` / ``gtm.guide(x, c=c, mask=mask)``.
@@ -286,16 +287,16 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
         # Last: nothing above may draw from the global generators after they are restored.
         restore_rng_state(rank_entry(ckpt, where.rank)["rng"], device)
 
-    rolled_back_to: int | None = None  # the step of a rollback's checkpoint, until a new one
+    rolled_back = False  # a rollback has happened since the last checkpoint was written
 
     def write_checkpoint(seconds: float) -> None:
-        nonlocal checkpoint_step, rolled_back_to
+        nonlocal checkpoint_step, rolled_back
         rank_states = all_states(state.rank_state(device))
         if where.main:
             ring.save(state.checkpoint(gtm, regulariser, config, log.sync(), seconds,
                                        rank_states), checkpoint_step)
         _barrier()  # every rank may read it from now on (a rollback does)
-        checkpoint_step, rolled_back_to = state.step, None
+        checkpoint_step, rolled_back = state.step, False
 
     if ckpt is None and ring is not None and config.on_divergence == "rollback":
         write_checkpoint(0.0)  # something to roll back to before the first periodic one
@@ -311,6 +312,7 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
         disable=None if config.progress and where.main and sys.stderr.isatty() else True,
     )
     t_run = time.perf_counter()
+    params = [p for p in gtm.parameters() if p.requires_grad]
     reg_params = [] if regulariser is None else list(regulariser.parameters())
     checked_shapes: set[tuple[int, ...]] = set()
     local_batch = config.batch_size // where.world
@@ -325,7 +327,8 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
             shape = tuple(batch.x.shape[:2])
             try:
                 result = guarded_step(
-                    step_objective, batch, step=step, gtm=gtm, regulariser=regulariser,
+                    step_objective, batch, step=step, gtm=gtm, params=params,
+                    regulariser=regulariser,
                     regulariser_params=reg_params, previous_losses=state.losses,
                     max_loss_ratio=config.max_loss_ratio,
                     pyro_checks=config.check_every_step or shape not in checked_shapes,
@@ -339,11 +342,11 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                     raise TrainingDiverged(step, diverged.loss, path, checkpoint_step,
                                            diverged.reason, len(state.rollbacks)) from None
                 # diverged again before a new checkpoint: the one rolled back to is suspect too
-                if rolled_back_to is not None and where.main:
+                if rolled_back and where.main:
                     ring.discard_newest()
                 _barrier()
                 ckpt = load_checkpoint(ring.path)
-                checkpoint_step = rolled_back_to = int(ckpt["step"])
+                checkpoint_step, rolled_back = int(ckpt["step"]), True
                 scale, records = state.rolled_back(step, diverged.reason, checkpoint_step,
                                                    config.rollback_lr_factor)
                 state = TrainingState.from_checkpoint(ckpt, config, gtm, regulariser, ring.path,
