@@ -50,23 +50,10 @@ def posterior_path(gtm, x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tenso
     torch.manual_seed(seed)
     gtm.eval()
     batch, length = x.shape[:2]
-    features = gtm.encoder(x)
-    observed = torch.ones(features.shape[:-1], dtype=torch.bool)
-    memory_state = gtm.memory.posterior_initial_state(features, observed)
-    state = gtm.initial_state((batch,), x.device, x.dtype, memory_state)
-    kept = {"latents": [], "controller": [], "memories": [], "write_weights": []}
-    for t in range(length):
-        step = gtm.path_step(state, None)
-        z = gtm.posterior(step.context, features[:, t]).sample()
-        state = step.state._replace(latent=z)
-        kept["latents"].append(z)
-        kept["controller"].append(step.context[..., gtm.memory.read_size :])
-        kept["memories"].append(getattr(step.state.memory, "memory", None))
-        kept["write_weights"].append(getattr(step.state.memory, "write_weights", None))
-    return {
-        name: None if values[0] is None else torch.stack(values, 1)
-        for name, values in kept.items()
-    }
+    path = gtm.unroll(length, batch, features=gtm.encoder(x), observed_steps=length,
+                      keep_memories=True)
+    return {"latents": path.latents, "controller": path.contexts[..., gtm.memory.read_size:],
+            "memories": path.memories, "write_weights": path.write_weights}
 
 
 def probe_accuracy(inputs: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor,

@@ -47,7 +47,6 @@ from torch.func import functional_call
 from pgtm.inference.train import RegulariserLoss
 
 __all__ = [
-    "MEMORY_FIELDS",
     "SUMMARIES",
     "DeepSets",
     "MemoryForcing",
@@ -57,13 +56,9 @@ __all__ = [
     "discriminator_accuracy",
     "gate",
     "gram_spectrum",
-    "memory_matrix",
     "rollout",
 ]
 
-#: Fields of a memory state holding its memory matrix ``[*batch, N, W]``, first match wins
-#: (NTM/LRU/DNC ``memory``, Introspective ``buffer``, fast-weights ``history``/``fast_weights``).
-MEMORY_FIELDS = ("memory", "buffer", "history", "fast_weights")
 #: Allowed ``summary`` choices of :class:`MemorySummary`.
 SUMMARIES = ("spectrum", "deepsets", "both")
 
@@ -88,28 +83,6 @@ class Rollout(NamedTuple):
     mask: torch.Tensor
 
 
-def memory_matrix(state: Any) -> torch.Tensor | None:
-    """The memory matrix of any memory state: its first field among :data:`MEMORY_FIELDS`.
-
-    :param state: a memory state (named tuple of tensors ``[*batch, ...]``).
-    :returns: ``[*batch, N, W]`` or ``None`` when the state has no such field (VRNN).
-    """
-    fields = getattr(state, "_fields", ())
-    for name in MEMORY_FIELDS:
-        if name in fields:
-            return getattr(state, name)
-    return None
-
-
-def _rsample(distribution, what: str) -> torch.Tensor:
-    if not getattr(distribution, "has_rsample", False):
-        raise ValueError(
-            f"the {what} must be reparameterisable (has_rsample) for Memory Forcing, got "
-            f"{type(distribution).__name__}"
-        )
-    return distribution.rsample()
-
-
 def rollout(
     gtm: nn.Module,
     x: torch.Tensor,
@@ -120,14 +93,12 @@ def rollout(
 ) -> Rollout:
     r"""Run ``gtm``'s deterministic path over a batch, differentiably.
 
-    Uses only the GTM's public parts: ``initial_state``, ``path_step`` (controller update,
-    memory write of :math:`z_{t-1}`, read), ``encoder``, ``posterior`` and ``prior`` (and the
-    memory's ``posterior_initial_state``/``prior_initial_state`` hooks where it has them, for a
-    memory whose initial content is random). Latents are
-    drawn with ``rsample`` from the posterior (``teacher_forced=True``, the frames ``x`` drive
-    the dynamics as in the guide) or from the prior (``teacher_forced=False``, free running: only
-    the shape of ``x`` and the context ``c``, an external input, are used). Wrap the call in
-    :func:`torch.no_grad` when no gradient is needed.
+    One :meth:`~pgtm.models.gtm.GTM.unroll` (a random memory starts from its posterior given
+    the frames, or from its prior). Latents are drawn with ``rsample`` from the posterior
+    (``teacher_forced=True``, the frames ``x`` drive the dynamics as in the guide) or from the
+    prior (``teacher_forced=False``, free running: only the shape of ``x`` and the context
+    ``c``, an external input, are used). Wrap the call in :func:`torch.no_grad` when no
+    gradient is needed.
 
     :param gtm: a :class:`~pgtm.models.gtm.GTM`.
     :param x: frames ``[B, T, *frame_shape]``.
@@ -141,28 +112,10 @@ def rollout(
     """
     x, c, mask = gtm.check_inputs(x, c, mask)
     batch, length = x.shape[:2]
-    features = gtm.encoder(x) if teacher_forced else None  # [B, T, F]
-    read_size = gtm.memory.read_size
-    state = gtm.initial_state((batch,), x.device, x.dtype)
-    # a memory that is itself random starts from its posterior (given the frames) or its prior
-    hook = getattr(gtm.memory, "posterior_initial_state" if teacher_forced
-                   else "prior_initial_state", None)
-    if hook is not None:
-        start = hook(features, mask) if teacher_forced else hook((batch,), x.device, x.dtype)
-        state = state._replace(memory=start)
-    hidden, memory, latents = [], [], []
-    for t in range(length):
-        step = gtm.path_step(state, None if c is None else c[:, t])
-        if teacher_forced:
-            z = _rsample(gtm.posterior(step.context, features[:, t]), "posterior")
-        else:
-            z = _rsample(gtm.prior(step.context), "prior")
-        hidden.append(step.context[..., read_size:])
-        memory.append(memory_matrix(step.state.memory))
-        latents.append(z)
-        state = step.state._replace(latent=z)
-    stacked_memory = None if memory[0] is None else torch.stack(memory, 1)
-    return Rollout(torch.stack(hidden, 1), stacked_memory, torch.stack(latents, 1), mask)
+    path = gtm.unroll(length, batch, features=gtm.encoder(x) if teacher_forced else None,
+                      observed_steps=length if teacher_forced else 0, c=c, mask=mask,
+                      reparameterised=True, keep_memories=True, device=x.device, dtype=x.dtype)
+    return Rollout(path.contexts[..., gtm.memory.read_size:], path.memories, path.latents, mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,7 +324,7 @@ class MemoryForcing:
         discriminators = {
             "hidden": SequenceDiscriminator(gtm.controller.output_size, hidden_size),
         }
-        probe = memory_matrix(gtm.memory.initial_state((1,), param.device, param.dtype))
+        probe = gtm.memory.memory_matrix(gtm.memory.initial_state((1,), param.device, param.dtype))
         if memory_discriminator and probe is not None:
             num_slots, word_size = probe.shape[-2:]
             features = MemorySummary(num_slots, word_size, summary, deepsets_size)

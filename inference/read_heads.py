@@ -14,11 +14,12 @@ recall phase):
 
 When the task says which earlier step each recall frame repeats, the statistics also say
 whether a head reads the slot holding that step's latent: ``hit_rate`` per head, and
-``best_hit_rate`` for the head with the largest gated weight at each step. The slot is known
-for a FIFO memory of latents (the Introspective one, where at step :math:`t` slot :math:`i` of
-:math:`N` holds :math:`z_{t-N+i}`) and for a memory that records its write weights (NTM, DNC:
-step :math:`p+1` writes :math:`z_p`, to the slot of its largest write weight; a slot written
-again before the recall step is still counted as that latent's).
+``best_hit_rate`` for the head with the largest gated weight at each step. The memory says
+which slot that is (:meth:`~pgtm.memories.base.Memory.latent_slots`): for a FIFO of latents
+(the Introspective memory) slot :math:`i` of :math:`N` holds :math:`z_{t-N+i}` at step
+:math:`t`; a memory that records its write weights (NTM, DNC) wrote :math:`z_p` at step
+:math:`p+1` to the slot of its largest write weight (a slot written again before the recall
+step is still counted as that latent's).
 
 :class:`ReadHeadLog` appends one record per evaluation to ``read_heads.jsonl`` (resume-safe) and
 :func:`pgtm.plotting.plot_read_head_dynamics` draws them.
@@ -27,6 +28,7 @@ again before the recall step is still counted as that latent's).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,30 +39,24 @@ READ_HEADS_LOG = "read_heads.jsonl"
 _EPS = 1e-12
 
 
-def fifo_slot_of_step(steps: torch.Tensor, time: torch.Tensor, num_slots: int) -> torch.Tensor:
-    """The slot of a FIFO of the last ``num_slots`` latents that holds :math:`z_{step}` when
-    read at step ``time`` (slot ``num_slots - 1`` holds :math:`z_{time-1}`); out of range
-    (< 0) once the latent has left the buffer."""
-    return steps - time + num_slots
-
-
 @torch.no_grad()
 def read_head_statistics(
     weights: torch.Tensor,
     gates: torch.Tensor | None,
     recall: torch.Tensor,
     addresses: torch.Tensor | None = None,
-    write_weights: torch.Tensor | None = None,
+    latent_slots: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
 ) -> dict:
     """Per-head summaries of read weights over the recall steps.
 
     :param weights: ``[B, T, R, N]`` read weights.
     :param gates: ``[B, T, R]`` read gates, or ``None`` (treated as 1).
     :param recall: ``[T]`` bool, the steps to summarise (all steps when none is True).
-    :param addresses: ``[B, T]`` long, the step each recall frame repeats (-1 elsewhere); when
-        given, ``hit_rate`` is reported over the summarised steps that repeat one.
-    :param write_weights: ``[B, T, H, N]`` write weights of a slot memory, step ``t`` writing
-        :math:`z_{t-1}`; without them the weights are taken to be those of a FIFO of latents.
+    :param addresses: ``[B, T]`` long, the step each recall frame repeats (-1 elsewhere).
+    :param latent_slots: ``(steps [B, S], times [S]) -> [B, S]``, the slot holding the latent
+        of each step when read at each time, or ``None`` where unknown (a memory's
+        :meth:`~pgtm.memories.base.Memory.latent_slots`). With it and ``addresses``,
+        ``hit_rate`` is reported over the summarised steps that repeat a frame.
     :returns: dict of per-head lists (length ``R``): ``entropy``, ``max_weight``, ``mass``,
         ``gate``, ``slot_profile`` (``R`` lists of ``N``), ``attended_slot`` (``R`` lists of
         the recall steps' argmax slots, first sequence) and, with ``addresses`` of at least
@@ -88,16 +84,12 @@ def read_head_statistics(
         "slot_profile": w.mean((0, 1)).tolist(),
         "attended_slot": w[0].argmax(-1).T.tolist(),
     }
-    if addresses is not None:
-        repeated = addresses[:, steps].to(weights.device)  # [B, S]
-        if write_weights is None:
-            target = fifo_slot_of_step(repeated, steps, n)
-        else:
-            if write_weights.shape[:2] != (b, t) or write_weights.shape[-1] != n:
-                raise ValueError(f"write_weights must have shape [{b}, {t}, H, {n}], got "
-                                 f"{tuple(write_weights.shape)}")
-            written = write_weights.sum(-2).argmax(-1)  # [B, T]: slot written at each step
-            target = written.gather(1, (repeated + 1).clamp(0, t - 1))
+    repeated = None if addresses is None else addresses[:, steps].to(weights.device)  # [B, S]
+    target = None if repeated is None or latent_slots is None else latent_slots(repeated, steps)
+    if target is not None:
+        if target.shape != repeated.shape:
+            raise ValueError(f"latent_slots must return the slots [B, S] = "
+                             f"{list(repeated.shape)}, got {list(target.shape)}")
         counted = repeated >= 0
         if bool(counted.any()):
             hits = (w.argmax(-1) == target.unsqueeze(-1))[counted]  # [M, R]

@@ -24,13 +24,7 @@ from typing import Any
 import torch
 
 from pgtm.inception import InceptionDecoder, InceptionEncoder
-from pgtm.memories.base import NoMemory
-from pgtm.memories.dnc import DNCMemory
-from pgtm.memories.fast_weights import FastWeightsMemory
-from pgtm.memories.introspective import IntrospectiveMemory
-from pgtm.memories.kanerva import KanervaMemory
-from pgtm.memories.lru import LRUMemory
-from pgtm.memories.ntm import NTMMemory
+from pgtm.memories import MEMORIES, Memory
 from pgtm.models.gtm import GTM
 from pgtm.models.likelihoods import LIKELIHOODS
 from pgtm.models.posteriors import POSTERIORS
@@ -45,23 +39,6 @@ from pgtm.networks import (
     conv_downsamplings,
 )
 
-MEMORIES = {
-    "vrnn": NoMemory,
-    "introspective": IntrospectiveMemory,
-    "ntm": NTMMemory,
-    "lru": LRUMemory,
-    "dnc": DNCMemory,
-    "fast-weights": FastWeightsMemory,
-    "kanerva": KanervaMemory,
-}
-#: memories whose number of slots defaults to at least the sequence length
-_SLOTS_FROM_LENGTH = {
-    IntrospectiveMemory: 0,
-    NTMMemory: 32,
-    LRUMemory: 32,
-    DNCMemory: 32,
-    FastWeightsMemory: 0,
-}
 #: encoder/decoder pairs: name -> (encoder class, decoder class); "auto" picks conv for image
 #: frames and mlp for the rest
 NETWORKS = {
@@ -296,10 +273,13 @@ def _assemble(
     if isinstance(action_size, bool) or not isinstance(action_size, int) or action_size < 0:
         raise ValueError(f"action_size must be an integer >= 0, got {action_size!r}")
     _check_memory_options(memory, memory_cls, memory_options)
-    if memory_cls in _SLOTS_FROM_LENGTH and "num_slots" not in memory_options:
+    if not (isinstance(memory_cls, type) and issubclass(memory_cls, Memory)):
+        raise ValueError(f"memory must be a name in {sorted(MEMORIES)} or a subclass of "
+                         f"pgtm.memories.Memory, got {memory!r}")
+    if memory_cls.min_slots is not None and "num_slots" not in memory_options:
         if sequence_length is None:
             raise ValueError(f"memory {memory!r} needs sequence_length (or num_slots)")
-        memory_options["num_slots"] = max(_SLOTS_FROM_LENGTH[memory_cls], sequence_length)
+        memory_options["num_slots"] = memory_cls.default_num_slots(sequence_length)
 
     if "feature_size" in _constructor_arguments(memory_cls):
         memory_options.setdefault("feature_size", feature_size)

@@ -94,6 +94,32 @@ class _GuidePath:
         return all(a is b for a, b in zip(self.inputs, (x, c, mask), strict=True))
 
 
+class _FollowedPath:
+    """The guide's path as the model replays it: the model takes the guide's step ``t`` while
+    every latent it has seen is the very tensor the guide sampled (an identity test, so the
+    reuse is exact); from the first other latent on, it computes its own path."""
+
+    def __init__(self, path: _GuidePath | None) -> None:
+        self.path = path
+
+    @property
+    def checked_inputs(self) -> tuple | None:
+        """The guide's validated ``(x, c, mask)``, or ``None`` when not following it."""
+        return None if self.path is None else self.path.checked
+
+    def start(self, memory_latents: tuple) -> None:
+        """Stop following unless the memory hook's latents are the guide's."""
+        if self.path is not None and not _same(memory_latents, self.path.memory_latents):
+            self.path = None
+
+    def step(self, t: int, state: PathState) -> PathStep | None:
+        """The guide's step ``t`` if the model still follows it, else ``None``."""
+        if self.path is not None and (t == 0 or state.latent is self.path.latents[t - 1]):
+            return self.path.steps[t]
+        self.path = None
+        return None
+
+
 class Generated(NamedTuple):
     """Output of :meth:`GTM.generate` (all ``[B, T, ...]``).
 
@@ -108,6 +134,27 @@ class Generated(NamedTuple):
     weights: torch.Tensor | None
     gates: torch.Tensor | None
     write_weights: torch.Tensor | None = None
+
+
+class Unrolled(NamedTuple):
+    """Output of :meth:`GTM.unroll` (all ``[B, T, ...]``, stacked over the steps).
+
+    :ivar latents: ``[B, T, Z]``.
+    :ivar contexts: ``[B, T, context_size]``, :math:`[\\Psi_{t-1}, h_t]`.
+    :ivar weights: read weights ``[B, T, R, N]``, or ``None``.
+    :ivar gates: read gates ``[B, T, R]``, or ``None``.
+    :ivar write_weights: ``[B, T, H, N]``, the memory's ``write_weights(state)`` after each
+        step, or ``None``.
+    :ivar memories: ``[B, T, N, W]``, the memory matrix after each step's write (with
+        ``keep_memories``), or ``None``.
+    """
+
+    latents: torch.Tensor
+    contexts: torch.Tensor
+    weights: torch.Tensor | None
+    gates: torch.Tensor | None
+    write_weights: torch.Tensor | None
+    memories: torch.Tensor | None
 
 
 class GTM(nn.Module):
@@ -236,6 +283,12 @@ class GTM(nn.Module):
         )
         return state, latents
 
+    def _follow_guide(self, x, c, mask) -> _FollowedPath:
+        """The path the guide left for the model, if it ran on these very inputs."""
+        path = self._guide_path if self.reuse_path else None
+        self._guide_path = None  # consumed: keep no graph alive past this call
+        return _FollowedPath(path if path is not None and path.matches(x, c, mask) else None)
+
     @staticmethod
     def _action(c, t):
         return None if c is None else c[:, t : t + 1]
@@ -248,11 +301,9 @@ class GTM(nn.Module):
         :param c: context ``[B, T, action_size]`` or ``None``.
         :param mask: ``[B, T]`` bool, False for steps past a sequence's end.
         """
-        guide_path = self._guide_path if self.reuse_path else None
-        self._guide_path = None  # consumed: keep no graph alive past this call
-        following = guide_path is not None and guide_path.matches(x, c, mask)
+        guide = self._follow_guide(x, c, mask)
         # the guide validated these very tensors already
-        x, c, mask = guide_path.checked if following else self.check_inputs(x, c, mask)
+        x, c, mask = guide.checked_inputs or self.check_inputs(x, c, mask)
         pyro.module("gtm", self)
         batch, length = x.shape[:2]
         latents, contexts = [], []
@@ -260,14 +311,10 @@ class GTM(nn.Module):
             memory_state, memory_latents = self._start_memory(
                 self.memory.prior_initial_state, (batch, 1), x.device, x.dtype
             )
-            following = following and _same(memory_latents, guide_path.memory_latents)
+            guide.start(memory_latents)
             state = self.initial_state((batch, 1), x.device, x.dtype, memory_state)
             for t in pyro.markov(range(length)):
-                following = following and (t == 0 or state.latent is guide_path.latents[t - 1])
-                if following:
-                    step = guide_path.steps[t]
-                else:
-                    step = self.path_step(state, self._action(c, t))
+                step = guide.step(t, state) or self.path_step(state, self._action(c, t))
                 with poutine.mask(mask=mask[:, t : t + 1]):
                     z = pyro.sample(f"z_{t}", self.prior(step.context))
                     if step.penalty is not None:
@@ -307,7 +354,69 @@ class GTM(nn.Module):
                 state = step.state._replace(latent=z)
         self._guide_path = path if self.reuse_path else None
 
-    # ----------------------------------------------------------------- generation
+    # ----------------------------------------------------------------- unroll and generation
+    def unroll(
+        self,
+        length: int,
+        num_sequences: int,
+        *,
+        features: torch.Tensor | None = None,
+        observed_steps: int = 0,
+        c: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        reparameterised: bool = False,
+        keep_memories: bool = False,
+        device=None,
+        dtype=None,
+    ) -> Unrolled:
+        """Run the deterministic path over ``length`` steps outside Pyro: latents from the
+        posterior for the first ``observed_steps`` steps, then from the prior. The memory
+        starts from its posterior hook on the observed features, or from its prior hook when
+        nothing is observed. The one loop behind :meth:`generate`, Memory Forcing's rollouts
+        and the probes (``model`` and ``guide`` keep their own Pyro loops).
+
+        :param length: :math:`T`.
+        :param num_sequences: :math:`B`.
+        :param features: ``[B, >= observed_steps, F]`` encoder features of the observed frames.
+        :param c: ``[B, T, action_size]`` context, or ``None``.
+        :param mask: ``[B, T]`` bool for the memory's posterior hook (default: all observed).
+        :param reparameterised: draw with ``rsample`` (differentiable; ``ValueError`` for a
+            distribution without it) instead of ``sample``.
+        :param keep_memories: also return every step's :meth:`Memory.memory_matrix`.
+        :param device: default: the features', else the parameters'.
+        :param dtype: as ``device``.
+        """
+        reference = features if features is not None else next(self.parameters())
+        device = reference.device if device is None else device
+        dtype = reference.dtype if dtype is None else dtype
+        if observed_steps:
+            observed = features[:, :observed_steps]
+            if mask is None:
+                mask = torch.ones(observed.shape[:-1], dtype=torch.bool, device=device)
+            memory_state = self.memory.posterior_initial_state(observed, mask[:, :observed_steps])
+        else:
+            memory_state = self.memory.prior_initial_state((num_sequences,), device, dtype)
+        state = self.initial_state((num_sequences,), device, dtype, memory_state)
+        kept = {name: [] for name in Unrolled._fields}
+        for t in range(length):
+            step = self.path_step(state, None if c is None else c[:, t].to(device, dtype))
+            if t < observed_steps:
+                z = _draw(self.posterior(step.context, features[:, t]), "posterior",
+                          reparameterised)
+            else:
+                z = _draw(self.prior(step.context), "prior", reparameterised)
+            state = step.state._replace(latent=z)
+            kept["latents"].append(z)
+            kept["contexts"].append(step.context)
+            kept["weights"].append(step.weights)
+            kept["gates"].append(step.gates)
+            kept["write_weights"].append(self.memory.write_weights(step.state.memory))
+            kept["memories"].append(
+                self.memory.memory_matrix(step.state.memory) if keep_memories else None
+            )
+        return Unrolled(*(None if per_step[0] is None else torch.stack(per_step, 1)
+                          for per_step in kept.values()))
+
     @torch.no_grad()
     def generate(
         self,
@@ -345,37 +454,24 @@ class GTM(nn.Module):
                 num_sequences = given.shape[0]
         if num_sequences is None or num_sequences < 1:
             raise ValueError("num_sequences must be >= 1 (or pass x or c)")
-        param = next(self.parameters())
-        device, dtype = param.device, param.dtype
-        features = self.encoder(x[:, :observed_steps].to(device, dtype)) if observed_steps else None
+        param = next(self.parameters())  # generation follows the module's device and dtype
+        features = None
         if observed_steps:
-            observed = torch.ones(features.shape[:-1], dtype=torch.bool, device=device)
-            memory_state = self.memory.posterior_initial_state(features, observed)
-        else:
-            memory_state = self.memory.prior_initial_state((num_sequences,), device, dtype)
-        state = self.initial_state((num_sequences,), device, dtype, memory_state)
-        latents, contexts, weights, gates, writes = [], [], [], [], []
-        for t in range(length):
-            action = None if c is None else c[:, t].to(device, dtype)
-            step = self.path_step(state, action)
-            if t < observed_steps:
-                z = self.posterior(step.context, features[:, t]).sample()
-            else:
-                z = self.prior(step.context).sample()
-            state = step.state._replace(latent=z)
-            latents.append(z)
-            contexts.append(step.context)
-            weights.append(step.weights)
-            gates.append(step.gates)
-            writes.append(getattr(step.state.memory, "write_weights", None))
-        z_seq, ctx_seq = torch.stack(latents, 1), torch.stack(contexts, 1)
-        frames = self.likelihood.mean(self.decoder(torch.cat([z_seq, ctx_seq], -1)))
-        return Generated(
-            frames,
-            z_seq,
-            *(None if per_step[0] is None else torch.stack(per_step, 1)
-              for per_step in (weights, gates, writes)),
-        )
+            features = self.encoder(x[:, :observed_steps].to(param.device, param.dtype))
+        path = self.unroll(length, num_sequences, features=features,
+                           observed_steps=observed_steps, c=c,
+                           device=param.device, dtype=param.dtype)
+        frames = self.likelihood.mean(self.decoder(torch.cat([path.latents, path.contexts], -1)))
+        return Generated(frames, path.latents, path.weights, path.gates, path.write_weights)
+
+
+def _draw(distribution, what: str, reparameterised: bool) -> torch.Tensor:
+    if not reparameterised:
+        return distribution.sample()
+    if not getattr(distribution, "has_rsample", False):
+        raise ValueError(f"the {what} must be reparameterisable (has_rsample) here, got "
+                         f"{type(distribution).__name__}")
+    return distribution.rsample()
 
 
 def _same(latents: tuple, guide_latents: tuple) -> bool:

@@ -30,7 +30,6 @@ from pgtm.inference.memory_forcing import MemoryForcing
 from pgtm.inference.outliers import elbo_outliers
 from pgtm.inference.read_heads import ReadHeadLog, read_head_statistics
 from pgtm.inference.train import TrainConfig, train
-from pgtm.memories.introspective import IntrospectiveMemory
 from pgtm.models import build_gtm, count_parameters
 from pgtm.models.build import class_reference
 from pgtm.plotting import (
@@ -400,9 +399,11 @@ def read_heads_on(gtm, batch) -> dict | None:
     gtm.train(was_training)
     if path.weights is None:
         return None
-    known_slots = isinstance(gtm.memory, IntrospectiveMemory) or path.write_weights is not None
-    return read_head_statistics(path.weights, path.gates, batch.recall[0],
-                                batch.addresses if known_slots else None, path.write_weights)
+    def latent_slots(steps, times):
+        return gtm.memory.latent_slots(steps, times, path.write_weights)
+
+    return read_head_statistics(path.weights, path.gates, batch.recall[0], batch.addresses,
+                                latent_slots)
 
 
 def _plain(value) -> bool:

@@ -75,7 +75,7 @@ def test_train_evaluate_sample(tmp_path, capsys):
     [
         (["train", "perfect-recall", "-l", "3", "-k", "5", "--out", "X"], "--recall-length"),
         (["train", "perfect-recall", "--model", "vrnn", "--sparsity", "0.1", "--out", "X"],
-         "--sparsity applies to --model introspective only"),
+         "--sparsity does not apply to --model vrnn (its memory options: none)"),
         (["evaluate", "no-such-run"], "RUN_DIR must be a folder written by 'pgtm train'"),
         (["train", "perfect-recall", "--threads", "0", "--out", "X"],
          "argument --threads: expected an integer >= 1, got '0'"),

@@ -3,6 +3,7 @@
 Shapes, batching, numerics and GTM use of every memory: ``test_memory_interface.py``.
 """
 
+import memory_contract as contract  # tests/ is on sys.path under pytest
 import pytest
 import torch
 
@@ -387,3 +388,30 @@ def test_time_stamped_memory_batch_equals_single_runs_and_passes_gradcheck():
     torch.testing.assert_close(batched, singles)
     assert torch.autograd.gradcheck(reads, (h[:1].requires_grad_(), z[:1].requires_grad_()),
                                     fast_mode=True)
+
+
+class TestDNCContract(contract.MemoryContract):
+    name = "dnc"
+    options = {
+        "num_slots": contract.N,
+        "word_size": contract.W,
+        "num_heads": contract.R,
+        "num_write_heads": contract.H,
+    }
+    state_shapes = {
+        "memory": (contract.N, contract.W),
+        "usage": (contract.N,),
+        "link": (contract.H, contract.N, contract.N),
+        "precedence": (contract.H, contract.N),
+        "read_weights": (contract.R, contract.N),
+        "write_weights": (contract.H, contract.N),
+        "step": (),
+    }
+    read_size = contract.R * contract.W
+    with_weights = checks_sizes = records_write_weights = fast_gradcheck = True
+    matrix_field = "memory"
+
+    def distinct_state(self, state):
+        # distinct usages keep the sort of the allocation (a permutation) fixed under the
+        # finite differences
+        return state._replace(usage=contract.DISTINCT_USAGE)

@@ -4,12 +4,12 @@ options reach it from ``build_gtm`` and the command line."""
 
 import math
 
+import memory_contract as contract  # tests/ is on sys.path under pytest
 import pyro
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
-from test_memory_interface import run  # tests/ is on sys.path under pytest
 from torch import nn
 from torch.func import functional_call
 
@@ -77,7 +77,7 @@ def test_matrix_and_attention_forms_give_the_same_reads(inner_steps, state_shape
     state_a = attention.initial_state(state_shape, dtype=F64)
     assert isinstance(state_m, FastWeightsMatrixState)
     assert isinstance(state_a, FastWeightsAttentionState)
-    outs_m, outs_a = run(matrix, state_m, hs, zs), run(attention, state_a, hs, zs)
+    outs_m, outs_a = contract.run(matrix, state_m, hs, zs), contract.run(attention, state_a, hs, zs)
     for out_m, out_a in zip(outs_m, outs_a, strict=True):
         assert out_m.read.shape == out_a.read.shape == input_shape + (D,)
         torch.testing.assert_close(out_a.read, out_m.read, rtol=1e-10, atol=1e-10)
@@ -93,8 +93,8 @@ def test_matrix_and_attention_forms_give_the_same_reads(inner_steps, state_shape
 def test_attention_form_forgets_what_falls_out_of_the_fifo():
     matrix, attention = twins(1)
     hs, zs = inputs(L + 2, (2,))
-    outs_m = run(matrix, matrix.initial_state((2,), dtype=F64), hs, zs)
-    outs_a = run(attention, attention.initial_state((2,), dtype=F64), hs, zs)
+    outs_m = contract.run(matrix, matrix.initial_state((2,), dtype=F64), hs, zs)
+    outs_a = contract.run(attention, attention.initial_state((2,), dtype=F64), hs, zs)
     # exact up to step L (its read sees the L vectors of steps 0..L-1), then it drifts
     for t in range(L + 1):
         torch.testing.assert_close(outs_a[t].read, outs_m[t].read)
@@ -147,9 +147,9 @@ class BatchAxisNorm(nn.Module):
 def batch_equals_runs_of_one(memory, batch_size=4, steps=3):
     """Whether a batch of ``batch_size`` gives the reads and states of as many runs of one."""
     hs, zs = inputs(steps, (batch_size,), seed=5)
-    batched = run(memory, memory.initial_state((batch_size,), dtype=F64), hs, zs)
+    batched = contract.run(memory, memory.initial_state((batch_size,), dtype=F64), hs, zs)
     for i in range(batch_size):
-        single = run(memory, memory.initial_state((1,), dtype=F64), hs[:, i : i + 1],
+        single = contract.run(memory, memory.initial_state((1,), dtype=F64), hs[:, i : i + 1],
                      zs[:, i : i + 1])
         for out_b, out_1 in zip(batched, single, strict=True):
             for b, one in ((out_b.read, out_1.read), (out_b.state[0], out_1.state[0])):
@@ -226,7 +226,7 @@ def test_an_all_zero_state_gives_finite_values_and_gradients(form, zero_paramete
                 parameter.zero_()
     h = torch.zeros(3, C, requires_grad=True)
     z = torch.zeros(3, Z, requires_grad=True)
-    outputs = run(memory, memory.initial_state((3,)), [h] * 3, [z] * 3)
+    outputs = contract.run(memory, memory.initial_state((3,)), [h] * 3, [z] * 3)
     loss = 0
     generator = torch.Generator().manual_seed(1)
     for out in outputs:
@@ -334,3 +334,19 @@ def test_fast_decay_with_the_introspective_model_is_a_one_line_error(capsys, tmp
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == "pgtm: error: --fast-decay applies to --model fast-weights only"
     assert not (tmp_path / "run").exists()  # nothing was trained
+
+
+class TestFastWeightsContract(contract.MemoryContract):
+    # the attention form (the matrix form is checked against it above)
+    name = "fast-weights"
+    options = {"size": D, "num_slots": contract.N, "inner_steps": 2, "form": "attention"}
+    state_shapes = {"history": (contract.N, D)}
+    read_size = D
+    checks_sizes = True
+    matrix_field = "history"
+
+
+def test_the_memory_matrix_of_the_matrix_form_is_the_fast_weights():
+    memory = FastWeightsMemory(latent_size=Z, controller_size=C, size=D, form="matrix")
+    state = memory.initial_state((2,))
+    assert memory.memory_matrix(state) is state.fast_weights

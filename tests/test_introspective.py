@@ -3,6 +3,7 @@
 Shapes, batching, numerics and GTM use of every memory: ``test_memory_interface.py``.
 """
 
+import memory_contract as contract  # tests/ is on sys.path under pytest
 import pytest
 import torch
 
@@ -96,3 +97,18 @@ def test_bad_arguments():
         IntrospectiveMemory(3, 5, num_slots=4, weighting="sparsemax")
     with pytest.raises(ValueError, match="num_slots"):
         IntrospectiveMemory(3, 5, num_slots=0)
+
+
+class TestIntrospectiveContract(contract.MemoryContract):
+    # both penalties, so that every field of MemoryOutput is exercised by some memory
+    name = "introspective"
+    options = {
+        "num_slots": contract.N,
+        "num_heads": contract.R,
+        "weighting": "unnormalised",
+        "sparsity": 0.1,
+    }
+    state_shapes = {"buffer": (contract.N, contract.Z)}
+    read_size = contract.R * contract.Z
+    with_weights = with_gates = with_penalty = True
+    matrix_field = "buffer"

@@ -5,6 +5,7 @@ the exact Bayesian writes, the least-squares addresses, the memory as a Pyro lat
 
 import math
 
+import memory_contract as contract  # tests/ is on sys.path under pytest
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -420,3 +421,16 @@ def test_command_line_options_reach_the_memory():
 def test_command_line_options_of_other_models_are_rejected(argv, message):
     with pytest.raises(ValueError, match=message):
         options_of(*argv)
+
+
+class TestKanervaContract(contract.MemoryContract):
+    # run from its deterministic initial_state (the prior mean); its read does not depend on z,
+    # but it broadcasts z's leading dims like the memories that write it
+    name = "kanerva"
+    options = {"num_slots": contract.N, "code_size": C}
+    state_shapes = {"memory": (contract.N, C)}
+    read_size = C
+    checks_sizes = True
+    writes_latent = False  # written by its guide hook, from the frames' features
+    hook_only_parameters = frozenset({"prior_variance_raw"})  # the prior variance
+    matrix_field = "memory"

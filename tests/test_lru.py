@@ -1,5 +1,6 @@
 """Invariants of the least-recently-used access memory (Santoro et al., 2016)."""
 
+import memory_contract as contract  # tests/ is on sys.path under pytest
 import pytest
 import torch
 from torch.nn import functional as F
@@ -112,3 +113,20 @@ def test_bad_arguments():
         LRUMemory(3, 5, decay=1.5)
     with pytest.raises(ValueError, match="num_heads"):
         LRUMemory(3, 5, num_heads=0)
+
+
+class TestLRUContract(contract.MemoryContract):
+    name = "lru"
+    options = {"num_slots": contract.N, "word_size": contract.W, "num_heads": contract.R}
+    state_shapes = {
+        "memory": (contract.N, contract.W),
+        "read_weights": (contract.R, contract.N),
+        "usage": (contract.N,),
+    }
+    read_size = contract.R * contract.W
+    with_weights = checks_sizes = fast_gradcheck = True
+    matrix_field = "memory"
+
+    def distinct_state(self, state):
+        # distinct usages keep the least-used slot fixed under the finite differences
+        return state._replace(usage=contract.DISTINCT_USAGE)

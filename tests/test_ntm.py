@@ -1,5 +1,6 @@
 """Invariants of the Neural Turing Machine memory."""
 
+import memory_contract as contract  # tests/ is on sys.path under pytest
 import pytest
 import torch
 from torch.nn import functional as F
@@ -69,3 +70,21 @@ def test_bad_arguments():
         NTMMemory(3, 5, num_slots=0)
     with pytest.raises(ValueError, match="shift_range"):
         NTMMemory(3, 5, shift_range=-1)
+
+
+class TestNTMContract(contract.MemoryContract):
+    name = "ntm"
+    options = {
+        "num_slots": contract.N,
+        "word_size": contract.W,
+        "num_heads": contract.R,
+        "num_write_heads": contract.H,
+    }
+    state_shapes = {
+        "memory": (contract.N, contract.W),
+        "read_weights": (contract.R, contract.N),
+        "write_weights": (contract.H, contract.N),
+    }
+    read_size = contract.R * contract.W
+    with_weights = checks_sizes = records_write_weights = fast_gradcheck = True
+    matrix_field = "memory"

@@ -6,8 +6,22 @@ import math
 import pytest
 import torch
 
-from pgtm.inference.read_heads import ReadHeadLog, fifo_slot_of_step, read_head_statistics
+from pgtm.inference.read_heads import ReadHeadLog, read_head_statistics
+from pgtm.memories.base import Memory
+from pgtm.memories.introspective import IntrospectiveMemory
 from pgtm.plotting import plot_read_head_dynamics
+
+
+def fifo(num_slots):
+    """The latent slots of an Introspective memory of ``num_slots`` (a FIFO of latents)."""
+    return IntrospectiveMemory(latent_size=1, controller_size=1, num_slots=num_slots).latent_slots
+
+
+def written_slots(write_weights):
+    """The latent slots of a memory that records ``write_weights [B, T, H, N]``."""
+    def latent_slots(steps, times):
+        return Memory().latent_slots(steps, times, write_weights)
+    return latent_slots
 
 
 def one_hot_reads(addresses, num_slots, num_heads=2, hit_head=0):
@@ -18,15 +32,13 @@ def one_hot_reads(addresses, num_slots, num_heads=2, hit_head=0):
     for i in range(b):
         for s in range(t):
             if addresses[i, s] >= 0:
-                slot = fifo_slot_of_step(addresses[i, s], torch.tensor(s), num_slots)
+                slot = fifo(num_slots)(addresses[i, s], torch.tensor(s))
                 weights[i, s, hit_head] = 0
                 weights[i, s, hit_head, slot] = 1
     return weights
 
 
 def test_fifo_slot_matches_the_introspective_buffer():
-    from pgtm.memories.introspective import IntrospectiveMemory
-
     torch.manual_seed(0)
     memory = IntrospectiveMemory(latent_size=1, controller_size=1, num_slots=6)
     state = memory.initial_state((1,))
@@ -34,7 +46,7 @@ def test_fifo_slot_matches_the_introspective_buffer():
         out = memory(state, torch.zeros(1, 1), torch.full((1, 1), float(t - 1)))
         state = out.state
         for step in range(t):
-            slot = int(fifo_slot_of_step(torch.tensor(step), torch.tensor(t), 6))
+            slot = int(memory.latent_slots(torch.tensor(step), torch.tensor(t)))
             assert state.buffer[0, slot, 0] == step
 
 
@@ -43,7 +55,7 @@ def test_one_hot_reads_of_the_recalled_step_are_hits_with_zero_entropy():
     recall = addresses[0] >= 0
     weights = one_hot_reads(addresses, num_slots=6)
     gates = torch.tensor([0.9, 0.2]).expand(2, 6, 2)
-    stats = read_head_statistics(weights, gates, recall, addresses)
+    stats = read_head_statistics(weights, gates, recall, addresses, fifo(6))
     assert stats["entropy"][0] == pytest.approx(0, abs=1e-6)
     assert stats["entropy"][1] == pytest.approx(math.log(6))
     assert stats["max_weight"] == pytest.approx([1.0, 1 / 6])
@@ -57,7 +69,7 @@ def test_one_hot_reads_of_the_recalled_step_are_hits_with_zero_entropy():
 def test_misplaced_reads_are_misses():
     addresses = torch.tensor([[-1, -1, 0, 1]])
     weights = one_hot_reads(addresses, num_slots=4).roll(1, dims=-1)
-    stats = read_head_statistics(weights, None, addresses[0] >= 0, addresses)
+    stats = read_head_statistics(weights, None, addresses[0] >= 0, addresses, fifo(4))
     assert stats["hit_rate"][0] == 0.0 and stats["best_hit_rate"] == 0.0
 
 
@@ -82,26 +94,30 @@ def slot_memory_reads(addresses, num_slots, hit=True):
 def test_reads_of_the_slot_a_slot_memory_wrote_are_hits(hit):
     addresses = torch.tensor([[-1, -1, -1, -1, 2, 0], [-1, -1, -1, -1, 1, 3]])
     reads, writes = slot_memory_reads(addresses, num_slots=7, hit=hit)
-    stats = read_head_statistics(reads, None, addresses[0] >= 0, addresses, writes)
+    stats = read_head_statistics(reads, None, addresses[0] >= 0, addresses, written_slots(writes))
     assert stats["hit_rate"] == [float(hit)] and stats["best_hit_rate"] == float(hit)
     # the FIFO reading of the same weights is wrong for a slot memory
-    assert read_head_statistics(reads, None, addresses[0] >= 0, addresses)["hit_rate"] != [1.0]
+    fifo_stats = read_head_statistics(reads, None, addresses[0] >= 0, addresses, fifo(7))
+    assert fifo_stats["hit_rate"] != [1.0]
 
 
 def test_recall_steps_that_repeat_no_step_are_not_counted():
     addresses = torch.tensor([[-1, -1, 0, -1]])  # the last recall step repeats nothing
     weights = one_hot_reads(addresses, num_slots=4)
     recall = torch.tensor([False, False, True, True])
-    assert read_head_statistics(weights, None, recall, addresses)["hit_rate"][0] == 1.0
+    assert read_head_statistics(weights, None, recall, addresses, fifo(4))["hit_rate"][0] == 1.0
     none = torch.full_like(addresses, -1)
-    assert "hit_rate" not in read_head_statistics(weights, None, recall, none)
+    assert "hit_rate" not in read_head_statistics(weights, None, recall, none, fifo(4))
 
 
-def test_write_weights_of_the_wrong_shape_raise():
+def test_write_weights_or_slots_of_the_wrong_shape_raise():
     addresses = torch.tensor([[-1, 0]])
-    with pytest.raises(ValueError, match=r"write_weights must have shape \[1, 2, H, 4\]"):
+    with pytest.raises(ValueError, match=r"write_weights must have shape \[1, T, H, N\]"):
         read_head_statistics(torch.ones(1, 2, 1, 4), None, addresses[0] >= 0, addresses,
-                             torch.ones(1, 2, 1, 5))
+                             written_slots(torch.ones(2, 2, 1, 4)))
+    with pytest.raises(ValueError, match=r"latent_slots must return the slots \[B, S\] = \[1, 1\]"):
+        read_head_statistics(torch.ones(1, 2, 1, 4), None, addresses[0] >= 0, addresses,
+                             lambda steps, times: steps[0])
 
 
 def test_unnormalised_weights_report_their_mass():
@@ -123,7 +139,8 @@ def test_bad_shapes_raise(weights, recall, message):
 def test_log_drops_records_of_repeated_steps_and_plots(tmp_path):
     log = ReadHeadLog(tmp_path)
     addresses = torch.tensor([[-1, -1, 0, 1]])
-    stats = read_head_statistics(one_hot_reads(addresses, 4), None, addresses[0] >= 0, addresses)
+    stats = read_head_statistics(one_hot_reads(addresses, 4), None, addresses[0] >= 0, addresses,
+                                 fifo(4))
     for step in (10, 20, 30):
         log.write(step, stats)
     log.write(20, stats)  # a resumed run repeats step 20: step 30's record goes

@@ -50,7 +50,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="frame encoder/decoder: auto (conv for image frames, mlp for vector "
                        "frames), conv, mlp or inception (inception-like blocks with batch norm)")
     group.add_argument("--num-heads", type=integer(1), default=None,
-                       help="memory read heads (introspective, ntm, lru, dnc; default 5)")
+                       help="memory read heads, for a memory that has them (introspective, ntm, "
+                       "lru, dnc; default 5)")
     group.add_argument("--weighting", default=None,
                        choices=("softplus", "softmax", "unnormalised"),
                        help="introspective read weights (default softplus)")
@@ -63,6 +64,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="orthogonal initialisation of the controller's recurrent matrix")
 
 
+#: memory options with a flag of their own (``--num-heads`` ...), for any memory that takes them
+_SHARED_MEMORY_OPTIONS = ("num_heads", "weighting", "sparsity")
 #: command-line flag -> (model, option of its memory, type, help)
 _MEMORY_SPECIFIC_OPTIONS = {
     "--fast-size": ("fast-weights", "size", integer(1),
@@ -144,26 +147,19 @@ def model_options_from_args(args) -> dict:
         options["parameter_budget"] = args.parameter_budget
     if args.likelihood is not None:
         options["likelihood"] = args.likelihood
-    if args.num_heads is not None:
-        if args.model == "fast-weights":
-            raise ValueError("--num-heads does not apply to --model fast-weights (it has no "
-                             "read heads; its read size is --fast-size)")
-        if args.model == "kanerva":
-            raise ValueError("--num-heads does not apply to --model kanerva (it has one read; "
-                             "its read size is --kanerva-code-size)")
-        if args.model == "vrnn":
-            raise ValueError("--num-heads does not apply to --model vrnn (it has no memory)")
-        options["num_heads"] = args.num_heads
-    for name in ("weighting", "sparsity"):
-        if getattr(args, name) is not None:
-            if args.model != "introspective":
-                raise ValueError(f"--{name} applies to --model introspective only")
-            options[name] = getattr(args, name)
-    _memory_specific_options_from_args(args, options)
     from pgtm.models.build import memory_options
 
-    for name, value in assignments("--memory-option", args.memory_option,
-                                   memory_options(args.model)).items():
+    accepted = memory_options(args.model)
+    for name in _SHARED_MEMORY_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            if name not in accepted:
+                raise ValueError(f"--{name.replace('_', '-')} does not apply to --model "
+                                 f"{args.model} (its memory options: "
+                                 f"{', '.join(accepted) or 'none'})")
+            options[name] = value
+    _memory_specific_options_from_args(args, options)
+    for name, value in assignments("--memory-option", args.memory_option, accepted).items():
         if name in options:
             raise ValueError(f"--memory-option {name} is also set by its own flag; give one")
         options[name] = value

@@ -58,9 +58,60 @@ class MemoryOutput(NamedTuple):
 
 
 class Memory(nn.Module):
-    """Base class: subclasses set ``read_size`` and implement the two methods below."""
+    """Base class: subclasses set ``read_size`` and implement :meth:`initial_state` and
+    :meth:`forward`.
+
+    What generic code (the builder, Memory Forcing, read-head statistics) may ask of a memory is
+    declared here, with defaults meaning "not available"; a memory overrides what it has:
+
+    * :attr:`min_slots`: the memory has ``num_slots`` and, unless one is given, gets
+      :meth:`default_num_slots` of them for sequences of length :math:`T`;
+    * :meth:`memory_matrix`: its content ``[*batch, N, W]``;
+    * :meth:`write_weights`: the weights of its last write ``[*batch, H, N]``;
+    * :meth:`latent_slots`: which slot holds the latent of a given step.
+    """
 
     read_size: int = 0
+    #: ``None``: the memory's size does not follow the sequence length; else it takes
+    #: ``num_slots`` and a sequence of length ``T`` gets ``max(min_slots, T)`` slots by default
+    min_slots: int | None = None
+
+    @classmethod
+    def default_num_slots(cls, sequence_length: int) -> int | None:
+        """``num_slots`` for sequences of length ``sequence_length`` (``None``: not sized by
+        the length, see :attr:`min_slots`)."""
+        return None if cls.min_slots is None else max(cls.min_slots, sequence_length)
+
+    def memory_matrix(self, state) -> torch.Tensor | None:
+        """The content of the memory in ``state``, ``[*batch, N, W]`` (``None``: none)."""
+        return None
+
+    def write_weights(self, state) -> torch.Tensor | None:
+        """The weights ``[*batch, H, N]`` with which the step that returned ``state`` wrote
+        (``None``: the memory does not record them)."""
+        return None
+
+    def latent_slots(
+        self, steps: torch.Tensor, times: torch.Tensor, write_weights: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The slot that holds :math:`z_s` when the memory is read at step :math:`t`.
+
+        By default the slot written at step :math:`s + 1` (step :math:`t` writes
+        :math:`z_{t-1}`), the argmax of ``write_weights`` summed over the write heads.
+
+        :param steps: ``[B, S]`` long, the step :math:`s` of each latent.
+        :param times: ``[S]`` long, the read step :math:`t` of each column.
+        :param write_weights: ``[B, T, H, N]``, the :meth:`write_weights` of every step of a
+            sequence, or ``None``.
+        :returns: ``[B, S]`` long, or ``None`` when unknown.
+        """
+        if write_weights is None:
+            return None
+        if write_weights.dim() != 4 or write_weights.shape[0] != steps.shape[0]:
+            raise ValueError(f"write_weights must have shape [{steps.shape[0]}, T, H, N], got "
+                             f"{list(write_weights.shape)}")
+        written = write_weights.sum(-2).argmax(-1)  # [B, T]: the slot each step wrote
+        return written.gather(1, (steps + 1).clamp(0, written.shape[1] - 1))
 
     def initial_state(self, batch_shape, device=None, dtype=None) -> tuple:
         """The empty memory, with leading shape ``batch_shape``."""
@@ -106,7 +157,10 @@ class Memory(nn.Module):
 
 class SlotMemory(Memory):
     """Base of the content-addressed memories: ``num_slots`` words of ``word_size`` numbers
-    read by ``num_heads`` heads, so ``read_size = num_heads * word_size``."""
+    (the state's ``memory``) read by ``num_heads`` heads, so ``read_size = num_heads *
+    word_size``."""
+
+    min_slots = 32
 
     def __init__(self, latent_size, controller_size, num_slots, word_size, num_heads):
         super().__init__()
@@ -123,6 +177,9 @@ class SlotMemory(Memory):
         self.word_size = int(word_size)
         self.num_heads = int(num_heads)
         self.read_size = self.num_heads * self.word_size
+
+    def memory_matrix(self, state) -> torch.Tensor:
+        return state.memory
 
 
 class NoMemoryState(NamedTuple):

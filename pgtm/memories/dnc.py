@@ -397,6 +397,9 @@ class DNCMemory(SlotMemory):
                 odds = content_mode / (1 - content_mode)
                 modes[:, -1] = math.log(odds * (self.num_read_modes - 1))
 
+    def write_weights(self, state: DNCState) -> torch.Tensor:
+        return state.write_weights
+
     def initial_state(self, batch_shape, device=None, dtype=None) -> DNCState:
         """The empty memory: every tensor zero, with leading shape ``batch_shape``."""
         batch = tuple(batch_shape)

@@ -153,6 +153,8 @@ class FastWeightsMemory(Memory):
         ``num_slots < size``).
     """
 
+    min_slots = 0
+
     def __init__(
         self,
         latent_size: int,
@@ -204,6 +206,10 @@ class FastWeightsMemory(Memory):
             f"fast_learning_rate={self.fast_learning_rate}, inner_steps={self.inner_steps}, "
             f"form={self.form!r}"
         )
+
+    def memory_matrix(self, state) -> torch.Tensor:
+        """The fast-weight matrix ``[*batch, D, D]`` or the kept vectors ``[*batch, L, D]``."""
+        return state[0]
 
     def initial_state(
         self, batch_shape, device=None, dtype=None

@@ -98,6 +98,8 @@ class IntrospectiveMemory(Memory):
     :param sparsity: :math:`\\alpha` of the :math:`l_{1/2}` penalty (default 0: off).
     """
 
+    min_slots = 0
+
     def __init__(
         self,
         latent_size: int,
@@ -127,6 +129,14 @@ class IntrospectiveMemory(Memory):
     def initial_state(self, batch_shape, device=None, dtype=None) -> IntrospectiveState:
         shape = tuple(batch_shape) + (self.num_slots, self.latent_size)
         return IntrospectiveState(torch.zeros(shape, device=device, dtype=dtype))
+
+    def memory_matrix(self, state: IntrospectiveState) -> torch.Tensor:
+        return state.buffer
+
+    def latent_slots(self, steps, times, write_weights=None) -> torch.Tensor:
+        """A FIFO: read at step :math:`t`, slot :math:`L - 1` holds :math:`z_{t-1}`, so
+        :math:`z_s` is in slot :math:`s - t + L` (negative once it has left the buffer)."""
+        return steps - times + self.num_slots
 
     def forward(self, state: IntrospectiveState, controller_output, latent) -> MemoryOutput:
         buffer = fifo_push(state.buffer, latent)

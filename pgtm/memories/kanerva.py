@@ -311,6 +311,9 @@ class KanervaMemory(Memory):
             covariance.expand(batch_shape + covariance.shape),
         )
 
+    def memory_matrix(self, state: KanervaState) -> torch.Tensor:
+        return state.memory
+
     def initial_state(self, batch_shape, device=None, dtype=None) -> KanervaState:
         """The prior mean :math:`M = R_0` with leading shape ``batch_shape`` (deterministic; a
         GTM samples :math:`M` with the two hooks below instead)."""

@@ -151,6 +151,9 @@ class NTMMemory(SlotMemory):
             latent_size + controller_size, self.num_write_heads * (head_size + 2 * self.word_size)
         )
 
+    def write_weights(self, state: NTMState) -> torch.Tensor:
+        return state.write_weights
+
     def initial_state(self, batch_shape, device=None, dtype=None) -> NTMState:
         batch_shape = tuple(batch_shape)
         kwargs = {"device": device, "dtype": dtype}
