@@ -7,6 +7,7 @@ memory classes. Adding a memory is one file here, one test file (a subclass of t
 
 from pgtm.memories.base import Memory, MemoryOutput, NoMemory, SlotMemory
 from pgtm.memories.dnc import DNCMemory
+from pgtm.memories.ema import EMAMemory
 from pgtm.memories.fast_weights import FastWeightsMemory
 from pgtm.memories.introspective import IntrospectiveMemory
 from pgtm.memories.kanerva import KanervaMemory
@@ -23,4 +24,5 @@ MEMORIES: dict[str, type[Memory]] = {
     "dnc": DNCMemory,
     "fast-weights": FastWeightsMemory,
     "kanerva": KanervaMemory,
+    "ema": EMAMemory,
 }
