@@ -47,6 +47,7 @@ from pgtm.tasks.rotating_room import RotatingRoomTask
 
 __all__ = [
     "ACTIONS",
+    "TASKS",
     "TASK_NAMES",
     "CopyTask",
     "CumulativeParityTask",
@@ -67,7 +68,8 @@ __all__ = [
     "task_class",
 ]
 
-_TASKS: dict[str, type[Task]] = {
+#: the registry: a new task is a :class:`Task` subclass and one line here
+TASKS: dict[str, type[Task]] = {
     "perfect-recall": PerfectRecallTask,
     "parity": ParityTask,
     "cumulative-parity": CumulativeParityTask,
@@ -80,7 +82,7 @@ _TASKS: dict[str, type[Task]] = {
     "sequential-mnist": SequentialMNISTTask,
     "rotating-room": RotatingRoomTask,
 }
-TASK_NAMES: tuple[str, ...] = tuple(_TASKS)
+TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 
 
 def task_class(name: str) -> type[Task]:
@@ -89,9 +91,9 @@ def task_class(name: str) -> type[Task]:
 
     :raises ValueError: for an unknown name.
     """
-    if name not in _TASKS:
+    if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; expected one of: {', '.join(TASK_NAMES)}")
-    return _TASKS[name]
+    return TASKS[name]
 
 
 def make_task(
