@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid, save_image
 
+from .checks import integer
 from .tasks import SequenceBatch, Task
 
 __all__ = ["batch_to_grid", "write_preview"]
@@ -95,8 +96,7 @@ def write_preview(
     :param split: ``"train"`` or ``"test"``.
     :returns: the path written.
     """
-    if isinstance(n_sequences, bool) or not isinstance(n_sequences, int) or n_sequences < 1:
-        raise ValueError(f"n_sequences must be an integer >= 1; got {n_sequences!r}")
+    integer("n_sequences", n_sequences, 1)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     out = Path(out_path)
