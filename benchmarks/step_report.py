@@ -297,7 +297,7 @@ def markdown(res: dict) -> str:
             f"{mal['model']}, B={TARGET['batch']}, fresh processes; *tuned*: `{env}` (large "
             "blocks from the heap, freed memory kept, so no fresh kernel-zeroed pages each "
             "step). *mallopt*: the same settings made from inside the process by "
-            "`pgtm.allocator.keep_freed_memory()`, which the `pgtm` commands call at start. "
+            "`pgtm.cli.allocator.keep_freed_memory()`, which the `pgtm` commands call at start. "
             "Medians of interleaved Pyro/floor steps.",
             "",
             "| T | who | default ms | tuned ms | speed-up | mallopt speed-up | default sys ms | "
