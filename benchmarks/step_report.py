@@ -243,18 +243,14 @@ def markdown(res: dict) -> str:
             f"T={TARGET['length']}):",
             "",
             "| model | pyro ms | floor ms | ratio | floor + check_inputs ms | ratio, Pyro checks "
-            "off | ratio, all validation off (both) | proposed GTM ms | proposed / floor | "
-            "proposed / current (paired) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "off | ratio, all validation off (both) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for m, r in ov["tiny"].items():
-            pp = r["proposed_over_pyro"]
             lines.append(
                 f"| {m} | {r['pyro_ms']:.2f} | {r['floor_ms']:.2f} | {r['ratio']:.3f} | "
                 f"{r['floor_checked_ms']:.2f} | {r['ratio_no_pyro_checks']:.3f} | "
-                f"{r['ratio_novalidation']:.3f} | {r['pyro_proposed_ms']:.2f} | "
-                f"{r['ratio_proposed']:.3f} | {pp['median']:.3f} [{pp['ci95'][0]:.3f}, "
-                f"{pp['ci95'][1]:.3f}] |"
+                f"{r['ratio_novalidation']:.3f} |"
             )
         lines += [
             "",
@@ -276,16 +272,6 @@ def markdown(res: dict) -> str:
                 f"{p_['gc_ms_per_step']:.2f} | {p_['full_collections_per_step']:.3f} | "
                 f"{f_['ms_per_step']:.1f} | {f_['gc_ms_per_step']:.2f} | "
                 f"{z_['ms_per_step']:.1f}, {z_['gc_ms_per_step']:.2f} | {p_['tracked_objects']} |"
-            )
-        lines += ["", "Proposed GTM vs current GTM at the target setting (paired):", ""]
-        for m, r in ov["target_proposed"].items():
-            pr = r["ratio_paired"]
-            pc = r["ratio_paired_cpu"]
-            lines.append(
-                f"- {m}: {r['pyro_proposed_ms']:.1f} ms vs {r['pyro_ms']:.1f} ms (medians), "
-                f"paired ratio {pr['median']:.4f} [{pr['ci95'][0]:.4f}, {pr['ci95'][1]:.4f}]; "
-                f"CPU time {r['pyro_proposed_cpu_ms']:.1f} vs {r['pyro_cpu_ms']:.1f} ms, paired "
-                f"{pc['median']:.4f} [{pc['ci95'][0]:.4f}, {pc['ci95'][1]:.4f}]"
             )
     mal = res.get("malloc")
     if mal and "rows" in mal:
