@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgtm.allocator import keep_freed_memory
+from pgtm.cli.allocator import keep_freed_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_harness import (  # noqa: E402
@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
         "--default-malloc",
         action="store_true",
         help="keep glibc's default malloc settings (by default the benchmark tunes them as the "
-        "pgtm commands do, pgtm.allocator)",
+        "pgtm commands do, pgtm.cli.allocator)",
     )
     parser.add_argument(
         "--update",
@@ -138,8 +138,8 @@ def main(argv=None) -> dict:
         return {}
     res_malloc = "glibc defaults"
     if not args.default_malloc:
-        # as the pgtm commands run (pgtm.allocator); the malloc section compares both
-        res_malloc = "pgtm.allocator.keep_freed_memory()" if keep_freed_memory() else (
+        # as the pgtm commands run (pgtm.cli.allocator); the malloc section compares both
+        res_malloc = "pgtm.cli.allocator.keep_freed_memory()" if keep_freed_memory() else (
             "glibc defaults (tuning unavailable)")
     GC.install()
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.trace")

@@ -297,12 +297,9 @@ class Pair:
     :param options: more ``build_gtm`` options.
     """
 
-    def __init__(self, memory: str, length: int, device, elbo=None, gtm_cls=None, **options):
+    def __init__(self, memory: str, length: int, device, elbo=None, **options):
         torch.manual_seed(0)
-        gtm = build_gtm(memory, sequence_length=length, **{**SIZES, **options})
-        if gtm_cls is not None:  # the same parts in a GTM subclass (the proposed change)
-            gtm.__class__ = gtm_cls
-        self.gtm = gtm.to(device)
+        self.gtm = build_gtm(memory, sequence_length=length, **{**SIZES, **options}).to(device)
         self.twin = copy.deepcopy(self.gtm)
         self.device = device
         pyro.clear_param_store()  # one Pair at a time owns the name "gtm" in the store

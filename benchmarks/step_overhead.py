@@ -1,5 +1,5 @@
-"""The benchmark's overhead decomposition (with the ``ProposedGTM`` experiment), the garbage
-collector and allocator probes, and the CUDA batch sweep."""
+"""The benchmark's overhead decomposition, the garbage collector and allocator probes, and the
+CUDA batch sweep."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ import pyro.poutine as poutine
 import torch
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
-from pgtm.models.gtm import GTM
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from floor import floor_step  # noqa: E402
 from step_harness import (  # noqa: E402
@@ -37,7 +35,6 @@ from step_harness import (  # noqa: E402
     frame_shape,
     interleaved,
     log,
-    paired_ratio,
     peak_rss_mb,
     random_frames,
     summarise,
@@ -45,45 +42,7 @@ from step_harness import (  # noqa: E402
 )
 
 # ----------------------------------------------------------------------------------------------
-# overhead decomposition and the proposed change
-
-
-def _no_registration(name, module, update_module_params=False):
-    return module
-
-
-class ProposedGTM(GTM):
-    """``GTM`` with the change proposed for ``models/gtm.py``, active while ``proposed`` is
-    True (so the current and the proposed code are timed on the same module): when the model
-    follows the guide's path (the same ``x``, ``c``, ``mask`` objects, in the same ELBO
-    evaluation), it skips its ``pyro.module("gtm", self)`` call, because the guide's call has
-    already registered every parameter of the module, the model's included, in the same
-    ``SVI.step`` (whose param capture spans guide and model). Measured here by disabling
-    ``pyro.module`` for the duration of such a model call; otherwise this is ``GTM``."""
-
-    proposed = False
-
-    def model(self, x, c=None, mask=None):
-        path = self._guide_path if self.reuse_path else None
-        if not (self.proposed and path is not None and path.matches(x, c, mask)):
-            return super().model(x, c, mask)
-        register = pyro.module
-        pyro.module = _no_registration
-        try:
-            return super().model(x, c, mask)
-        finally:
-            pyro.module = register
-
-
-def _toggled(pair: Pair, proposed: bool, x) -> Callable[[], float]:
-    def step():
-        pair.gtm.proposed = proposed
-        try:
-            return pair.pyro_checked(x)
-        finally:
-            pair.gtm.proposed = False
-
-    return step
+# overhead decomposition
 
 
 def _feature_slicing(length: int, how: str, device) -> None:
@@ -113,7 +72,7 @@ def micro(fn: Callable[[], object], n: int) -> float:
 
 def bench_overhead(cfg, device) -> dict:
     """Where the Pyro step spends time that the floor does not."""
-    out: dict = {"components_us": {}, "tiny": {}, "target_proposed": {}}
+    out: dict = {"components_us": {}, "tiny": {}}
     probe = "dnc" if "dnc" in cfg["models"] else cfg["models"][0]
     out["probe_model"] = probe
     B, T = TARGET["batch"], TARGET["length"]
@@ -152,10 +111,10 @@ def bench_overhead(cfg, device) -> dict:
             )
     log(f"overhead components: {out['components_us']}")
 
-    # end-to-end: Pyro (as is / validation off / proposed GTM) vs the floor, tiny networks
+    # end-to-end: Pyro (as is / validation off) vs the floor, tiny networks
     xt = random_frames(8, T, TINY["frame_shape"], device)
     for memory in cfg["models"]:
-        pair = Pair(memory, T, device, gtm_cls=ProposedGTM, **TINY)
+        pair = Pair(memory, T, device, **TINY)
 
         def novalid(p=pair):
             with pyro.validation_enabled(False):
@@ -170,7 +129,7 @@ def bench_overhead(cfg, device) -> dict:
 
         times = interleaved(
             {
-                "pyro": _toggled(pair, False, xt),
+                "pyro": lambda p=pair: p.pyro_checked(xt),
                 "floor": lambda p=pair: p.floor(xt),
                 "floor_checked": lambda p=pair: floor_step(
                     p.twin, p.optimizer, xt, check_inputs=True
@@ -178,7 +137,6 @@ def bench_overhead(cfg, device) -> dict:
                 "pyro_novalidation": novalid,
                 "pyro_no_pyro_checks": no_pyro_checks,
                 "floor_novalidation": floor_novalid,
-                "pyro_proposed": _toggled(pair, True, xt),
             },
             cfg["tiny_reps"],
             3,
@@ -187,28 +145,11 @@ def bench_overhead(cfg, device) -> dict:
         row = summarise(times, "pyro", "floor")
         row["ratio_novalidation"] = row["pyro_novalidation_ms"] / row["floor_novalidation_ms"]
         row["ratio_no_pyro_checks"] = row["pyro_no_pyro_checks_ms"] / row["floor_ms"]
-        row["ratio_proposed"] = row["pyro_proposed_ms"] / row["floor_ms"]
-        row["proposed_over_pyro"] = paired_ratio(
-            times["pyro_proposed"]["wall"], times["pyro"]["wall"]
-        )
         out["tiny"][memory] = row
         log(
             f"tiny {memory}: pyro {row['pyro_ms']:.2f} floor {row['floor_ms']:.2f} "
-            f"ratio {row['ratio']:.3f}; no validation {row['ratio_novalidation']:.3f}; "
-            f"proposed {row['pyro_proposed_ms']:.2f} ms"
+            f"ratio {row['ratio']:.3f}; no validation {row['ratio_novalidation']:.3f}"
         )
-
-    # the proposed change at the target setting (paired against the current GTM)
-    for memory in [m for m in ("vrnn", "dnc") if m in cfg["models"]] or cfg["models"][:1]:
-        pair = Pair(memory, T, device, gtm_cls=ProposedGTM)
-        times = interleaved(
-            {"pyro": _toggled(pair, False, x), "pyro_proposed": _toggled(pair, True, x)},
-            cfg["target_reps"],
-            1,
-            device,
-        )
-        out["target_proposed"][memory] = summarise(times, "pyro_proposed", "pyro")
-        log(f"proposed at target {memory}: {out['target_proposed'][memory]['ratio']:.4f}")
 
     # the garbage collector: Pyro and the floor run alone (not interleaved, so that each pays
     # for its own allocations), then Pyro again after gc.freeze()

@@ -243,18 +243,14 @@ def markdown(res: dict) -> str:
             f"T={TARGET['length']}):",
             "",
             "| model | pyro ms | floor ms | ratio | floor + check_inputs ms | ratio, Pyro checks "
-            "off | ratio, all validation off (both) | proposed GTM ms | proposed / floor | "
-            "proposed / current (paired) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "off | ratio, all validation off (both) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for m, r in ov["tiny"].items():
-            pp = r["proposed_over_pyro"]
             lines.append(
                 f"| {m} | {r['pyro_ms']:.2f} | {r['floor_ms']:.2f} | {r['ratio']:.3f} | "
                 f"{r['floor_checked_ms']:.2f} | {r['ratio_no_pyro_checks']:.3f} | "
-                f"{r['ratio_novalidation']:.3f} | {r['pyro_proposed_ms']:.2f} | "
-                f"{r['ratio_proposed']:.3f} | {pp['median']:.3f} [{pp['ci95'][0]:.3f}, "
-                f"{pp['ci95'][1]:.3f}] |"
+                f"{r['ratio_novalidation']:.3f} |"
             )
         lines += [
             "",
@@ -277,16 +273,6 @@ def markdown(res: dict) -> str:
                 f"{f_['ms_per_step']:.1f} | {f_['gc_ms_per_step']:.2f} | "
                 f"{z_['ms_per_step']:.1f}, {z_['gc_ms_per_step']:.2f} | {p_['tracked_objects']} |"
             )
-        lines += ["", "Proposed GTM vs current GTM at the target setting (paired):", ""]
-        for m, r in ov["target_proposed"].items():
-            pr = r["ratio_paired"]
-            pc = r["ratio_paired_cpu"]
-            lines.append(
-                f"- {m}: {r['pyro_proposed_ms']:.1f} ms vs {r['pyro_ms']:.1f} ms (medians), "
-                f"paired ratio {pr['median']:.4f} [{pr['ci95'][0]:.4f}, {pr['ci95'][1]:.4f}]; "
-                f"CPU time {r['pyro_proposed_cpu_ms']:.1f} vs {r['pyro_cpu_ms']:.1f} ms, paired "
-                f"{pc['median']:.4f} [{pc['ci95'][0]:.4f}, {pc['ci95'][1]:.4f}]"
-            )
     mal = res.get("malloc")
     if mal and "rows" in mal:
         env = " ".join(f"{k}={v}" for k, v in mal["tuned_env"].items())
@@ -297,7 +283,7 @@ def markdown(res: dict) -> str:
             f"{mal['model']}, B={TARGET['batch']}, fresh processes; *tuned*: `{env}` (large "
             "blocks from the heap, freed memory kept, so no fresh kernel-zeroed pages each "
             "step). *mallopt*: the same settings made from inside the process by "
-            "`pgtm.allocator.keep_freed_memory()`, which the `pgtm` commands call at start. "
+            "`pgtm.cli.allocator.keep_freed_memory()`, which the `pgtm` commands call at start. "
             "Medians of interleaved Pyro/floor steps.",
             "",
             "| T | who | default ms | tuned ms | speed-up | mallopt speed-up | default sys ms | "

@@ -19,11 +19,13 @@ sequence and per frame.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from pgtm.checks import integer
 from pgtm.inference.evaluate import check_positive_int, evaluate
 from pgtm.inference.smc import RESAMPLING, smc
 
@@ -35,12 +37,10 @@ BOUNDS = ("iwae", "smc", "both")
 
 def check_particles(particles) -> list[int]:
     """The particle counts as a sorted list of distinct integers >= 1 (``ValueError`` else)."""
-    values = [particles] if isinstance(particles, int) else list(particles)
-    if not values or any(
-        isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in values
-    ):
+    values = [particles] if isinstance(particles, numbers.Integral) else list(particles)
+    if not values:
         raise ValueError(f"particles must be integers >= 1, got {particles!r}")
-    return sorted(set(values))
+    return sorted({integer("particles", k, 1) for k in values})
 
 
 def iwae_of_groups(log_w: Tensor, num_particles: int) -> Tensor:

@@ -34,12 +34,12 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
+from pgtm.checks import integer
 from pgtm.inference.psis import KHAT_GOOD, KHAT_OK, khat_reading, pareto_khat
 from pgtm.io import save_json
 
@@ -114,9 +114,8 @@ def time_index(site_name: str) -> int | None:
 
 
 def check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+    """``value`` as an ``int`` if it is an integer >= 1 (:func:`pgtm.checks.integer`)."""
+    return integer(name, value, 1)
 
 
 def _check_inputs(

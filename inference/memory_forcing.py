@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from pgtm.checks import number
 from pgtm.inference.train import RegulariserLoss
 
 __all__ = [
@@ -255,12 +256,6 @@ def gate(accuracy: float, accuracy_gate: float, update_gate: float) -> tuple[boo
     return accuracy > accuracy_gate, accuracy < update_gate
 
 
-def _check_unit(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
 # ----------------------------------------------------------------------------------------------
 # The regulariser
 
@@ -306,15 +301,11 @@ class MemoryForcing:
         deepsets_size: int = 32,
         memory_discriminator: bool = True,
     ):
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(f"weight must be a number >= 0, got {weight!r}")
-        if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-            raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
         self.config = {
-            "weight": float(weight),
-            "accuracy_gate": _check_unit("accuracy_gate", accuracy_gate),
-            "update_gate": _check_unit("update_gate", update_gate),
-            "learning_rate": float(learning_rate),
+            "weight": number("weight", weight, 0),
+            "accuracy_gate": number("accuracy_gate", accuracy_gate, 0, 1),
+            "update_gate": number("update_gate", update_gate, 0, 1),
+            "learning_rate": number("learning_rate", learning_rate, 0, low_open=True),
             "hidden_size": int(hidden_size),
             "summary": summary,
             "deepsets_size": int(deepsets_size),

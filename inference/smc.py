@@ -46,7 +46,7 @@ import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
-from pgtm.inference.evaluate import check_positive_int
+from pgtm.checks import integer, number, one_of
 from pgtm.shapes import cat_features
 
 __all__ = ["RESAMPLING", "SMCResult", "smc", "systematic_ancestors", "multinomial_ancestors"]
@@ -186,11 +186,9 @@ def smc(
     :raises ValueError: on a bad ``num_particles``, ``resampling`` or ``ess_threshold`` or badly
         shaped inputs.
     """
-    K = check_positive_int(num_particles, "num_particles")
-    if resampling not in RESAMPLING:
-        raise ValueError(f"resampling must be one of {sorted(RESAMPLING)}, got {resampling!r}")
-    if not isinstance(ess_threshold, (int, float)) or not 0.0 <= ess_threshold <= 1.0:
-        raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
+    K = integer("num_particles", num_particles, 1)
+    one_of("resampling", resampling, sorted(RESAMPLING))
+    number("ess_threshold", ess_threshold, 0, 1)
     x, c, mask = gtm.check_inputs(x, c, mask)
     ancestors_of = RESAMPLING[resampling]
     B, T = x.shape[:2]

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pgtm.checks import integer, number, one_of
 
 __all__ = ["DIVERGENCE_ACTIONS", "ELBOS", "TrainConfig", "TrainResult", "TrainingDiverged"]
 
@@ -67,28 +68,6 @@ class TrainingDiverged(RuntimeError):
         super().__init__(
             f"training diverged at step {step}{after}: {reason}, loss = {loss!r}; {where}"
         )
-
-
-def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be an integer >= {low}{extra}, got {value!r}")
-
-
-def _check_float(
-    name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool = False
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (
-            value < high if high_open else value <= high
-        )
-    if not ok:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -168,40 +147,37 @@ class TrainConfig:
     max_rollbacks: int = 3
 
     def __post_init__(self) -> None:
-        _check_int("steps", self.steps, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_float("learning_rate", self.learning_rate, 0.0, math.inf, low_open=True,
-                     high_open=True)
-        _check_float("clip_norm", self.clip_norm, 0.0, math.inf, low_open=True, high_open=True)
-        _check_float("lr_decay", self.lr_decay, 0.0, 1.0, low_open=True)
-        if self.elbo not in ELBOS:
-            raise ValueError(f"elbo must be one of {ELBOS}, got {self.elbo!r}")
-        _check_int("num_particles", self.num_particles, 1)
-        _check_int("kl_anneal_steps", self.kl_anneal_steps, 0)
-        _check_float("kl_anneal_start", self.kl_anneal_start, 0.0, 1.0, low_open=False)
+        # the checked values are stored back as plain int / float: a NumPy number would not
+        # survive a weights_only checkpoint (see to_dict)
+        self.steps = integer("steps", self.steps, 1)
+        self.batch_size = integer("batch_size", self.batch_size, 1)
+        self.learning_rate = number("learning_rate", self.learning_rate, 0, low_open=True)
+        self.clip_norm = number("clip_norm", self.clip_norm, 0, low_open=True)
+        self.lr_decay = number("lr_decay", self.lr_decay, 0, 1, low_open=True)
+        one_of("elbo", self.elbo, ELBOS)
+        self.num_particles = integer("num_particles", self.num_particles, 1)
+        self.kl_anneal_steps = integer("kl_anneal_steps", self.kl_anneal_steps, 0)
+        self.kl_anneal_start = number("kl_anneal_start", self.kl_anneal_start, 0, 1)
         dev = self.device
         ok_dev = isinstance(dev, str) and (
             dev in ("cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
         )
         if not ok_dev:
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
-        _check_int("seed", self.seed, 0)
-        _check_int("eval_every", self.eval_every, 1, allow_none=True)
-        _check_int("checkpoint_every", self.checkpoint_every, 1, allow_none=True)
-        _check_int("log_every", self.log_every, 1)
+        self.seed = integer("seed", self.seed, 0)
+        self.eval_every = integer("eval_every", self.eval_every, 1, allow_none=True)
+        self.checkpoint_every = integer("checkpoint_every", self.checkpoint_every, 1,
+                                        allow_none=True)
+        self.log_every = integer("log_every", self.log_every, 1)
         if self.out_dir is not None and not isinstance(self.out_dir, (str, os.PathLike)):
             raise ValueError(f"out_dir must be a path or None, got {self.out_dir!r}")
-        _check_int("keep_checkpoints", self.keep_checkpoints, 1)
-        if self.max_loss_ratio is not None:
-            _check_float("max_loss_ratio", self.max_loss_ratio, 1.0, math.inf, low_open=True,
-                         high_open=True)
-        if self.on_divergence not in DIVERGENCE_ACTIONS:
-            raise ValueError(
-                f"on_divergence must be one of {DIVERGENCE_ACTIONS}, got {self.on_divergence!r}"
-            )
-        _check_float("rollback_lr_factor", self.rollback_lr_factor, 0.0, 1.0, low_open=True,
-                     high_open=True)
-        _check_int("max_rollbacks", self.max_rollbacks, 1)
+        self.keep_checkpoints = integer("keep_checkpoints", self.keep_checkpoints, 1)
+        self.max_loss_ratio = number("max_loss_ratio", self.max_loss_ratio, 1, low_open=True,
+                                     allow_none=True)
+        one_of("on_divergence", self.on_divergence, DIVERGENCE_ACTIONS)
+        self.rollback_lr_factor = number("rollback_lr_factor", self.rollback_lr_factor, 0, 1,
+                                         low_open=True, high_open=True)
+        self.max_rollbacks = integer("max_rollbacks", self.max_rollbacks, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Primitive-only dict (``out_dir`` as ``str``), safe for ``weights_only`` checkpoints."""

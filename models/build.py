@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from pgtm.checks import integer, number
 from pgtm.inception import InceptionDecoder, InceptionEncoder
 from pgtm.memories import MEMORIES, Memory
 from pgtm.models.gtm import GTM
@@ -186,12 +187,8 @@ def controller_size_for_budget(
     :returns: :math:`H` in ``[1, 65536]``, the smaller one on a tie.
     :raises ValueError: a bad budget or tolerance, or no :math:`H` within ``tolerance``.
     """
-    if isinstance(parameter_budget, bool) or not isinstance(parameter_budget, int) or (
-        parameter_budget < 1
-    ):
-        raise ValueError(f"parameter_budget must be an integer >= 1; got {parameter_budget!r}")
-    if not 0.0 < tolerance < 1.0:
-        raise ValueError(f"tolerance must be in (0, 1); got {tolerance!r}")
+    integer("parameter_budget", parameter_budget, 1)
+    number("tolerance", tolerance, 0, 1, low_open=True, high_open=True)
     counts: dict[int, int] = {}
 
     def count(width: int) -> int:
@@ -267,11 +264,9 @@ def _assemble(
             conv_downsamplings(frame_shape)
         except ValueError as error:
             raise ValueError(f"network={network!r}: {error}") from None
-    for name, value in (("latent_size", latent_size), ("controller_size", controller_size)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if isinstance(action_size, bool) or not isinstance(action_size, int) or action_size < 0:
-        raise ValueError(f"action_size must be an integer >= 0, got {action_size!r}")
+    integer("latent_size", latent_size, 1)
+    integer("controller_size", controller_size, 1)
+    integer("action_size", action_size, 0)
     _check_memory_options(memory, memory_cls, memory_options)
     if not (isinstance(memory_cls, type) and issubclass(memory_cls, Memory)):
         raise ValueError(f"memory must be a name in {sorted(MEMORIES)} or a subclass of "

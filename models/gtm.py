@@ -51,6 +51,7 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
+from pgtm.checks import integer
 from pgtm.shapes import broadcast_leading, cat_features
 
 
@@ -437,8 +438,7 @@ class GTM(nn.Module):
         :param c: ``[B, T, action_size]`` context, required when the model has one.
         :returns: :class:`Generated` with frame means ``[B, T, *frame_shape]``.
         """
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ValueError(f"length must be an integer >= 1, got {length!r}")
+        integer("length", length, 1)
         if observed_steps < 0 or observed_steps > length:
             raise ValueError(f"observed_steps must be in [0, {length}], got {observed_steps}")
         if observed_steps and (x is None or x.shape[1] < observed_steps):

@@ -48,13 +48,13 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from .checks import one_of
 from .data_files import (
     BIN_NPZ,
     BINARIZED_SPLITS,
@@ -121,13 +121,6 @@ class ImageSet(NamedTuple):
 # argument checks
 
 
-def _check_choice(argument: str, value: object, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(
-            f"{argument} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}"
-        )
-
-
 def _check_images(x: torch.Tensor, argument: str = "x") -> None:
     """Images must be a float tensor ``[..., C, H, W]`` with values in ``[0, 1]``."""
     if not isinstance(x, torch.Tensor):
@@ -156,7 +149,7 @@ def binarize_frames(
     :param generator: the random source for ``"dynamic"``.
     :returns: tensor of the same shape and dtype as ``x``.
     """
-    _check_choice("binarize", mode, BINARIZE_MODES)
+    one_of("binarize", mode, BINARIZE_MODES)
     _check_images(x)
     if mode != "dynamic":
         return x
@@ -222,9 +215,9 @@ def load_images(
     :raises ValueError: unknown name, split or binarisation mode.
     :raises FileNotFoundError: no data found (the message lists every place looked at).
     """
-    _check_choice("name", name, DATASET_NAMES)
-    _check_choice("split", split, SPLITS[name])
-    _check_choice("binarize", binarize, BINARIZE_MODES)
+    one_of("name", name, DATASET_NAMES)
+    one_of("split", split, SPLITS[name])
+    one_of("binarize", binarize, BINARIZE_MODES)
     if not isinstance(seed, int):
         raise ValueError(f"seed must be an int; got {seed!r}")
     root, root_desc = data_root(data_dir)

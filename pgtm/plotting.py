@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+
+from pgtm.preview import frame_grid, rgb_frames  # noqa: E402
 
 
 def _prepare(path) -> str:
@@ -24,9 +25,7 @@ def frames_for_display(frames: torch.Tensor) -> torch.Tensor:
     """``[B, T, C, H, W]`` frames as 3-channel images of at least 28 pixels a side (vector
     frames such as copy-task rows are scaled up so they stay visible)."""
     b, t, c, h, w = frames.shape
-    images = frames.reshape(b * t, c, h, w).float().clamp(0, 1)
-    if c == 1:
-        images = images.repeat(1, 3, 1, 1)
+    images = rgb_frames(frames.reshape(b * t, c, h, w).float().clamp(0, 1))
     scale = max(1, -(-28 // max(h, 1)))
     if scale > 1 or w < 28:
         images = torch.nn.functional.interpolate(
@@ -63,7 +62,7 @@ def save_sequences(path, groups: list[tuple[str, torch.Tensor, torch.Tensor | No
     blocks = []
     for label, frames, generated in groups:
         images = marked_frames(frames, generated)
-        grid = make_grid(images.flatten(0, 1), nrow=images.shape[1], padding=2, pad_value=0.5)
+        grid = frame_grid(images, padding=2, pad_value=0.5)
         blocks.append((label, grid.permute(1, 2, 0).numpy()))
     width = blocks[0][1].shape[1] / 80 + 1.6
     heights = [grid.shape[0] for _, grid in blocks]

@@ -19,14 +19,41 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid, save_image
 
+from .checks import integer
 from .tasks import SequenceBatch, Task
 
-__all__ = ["batch_to_grid", "write_preview"]
+__all__ = ["batch_to_grid", "frame_grid", "rgb_frames", "write_preview"]
 
 _BORDER = 2
 _GREY = torch.tensor([0.55, 0.55, 0.55])
 _RED = torch.tensor([0.95, 0.1, 0.1])
 _BLUE = torch.tensor([0.2, 0.4, 1.0])
+
+
+def rgb_frames(frames: torch.Tensor) -> torch.Tensor:
+    """``frames [N, C, H, W]`` as RGB ``[N, 3, H, W]``: colour frames as they are (the same
+    tensor), any other frame as the grey image of its first channel (a new tensor, which the
+    caller may paint on)."""
+    if frames.shape[1] == 3:
+        return frames
+    return frames[:, :1].repeat(1, 3, 1, 1)
+
+
+def frame_grid(tiles: torch.Tensor, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """RGB tiles ``[B, T, 3, h, w]`` laid out as one image ``[3, H, W]``: one row per sequence,
+    one column per time step, ``padding`` pixels of ``pad_value`` around every tile.
+
+    Without padding the sequences still get a 4-pixel line of ``pad_value`` between them, so that
+    rows of vector frames (which touch within a sequence) stay apart.
+    """
+    bsz, T = tiles.shape[:2]
+    rows = make_grid(tiles.flatten(0, 1), nrow=T, padding=padding, pad_value=pad_value)
+    if padding == 0 and bsz > 1:
+        h = tiles.shape[-2]
+        parts = [rows[:, i * h : (i + 1) * h] for i in range(bsz)]
+        gap = torch.full((3, 4, rows.shape[-1]), pad_value)
+        rows = torch.cat([p for part in parts for p in (part, gap)][:-1], 1)
+    return rows
 
 
 def _tiles(batch: SequenceBatch) -> torch.Tensor:
@@ -35,13 +62,7 @@ def _tiles(batch: SequenceBatch) -> torch.Tensor:
     if x.dim() != 5:
         raise ValueError(f"batch.x must have shape [B, T, C, H, W]; got {tuple(x.shape)}")
     bsz, T, C, H, W = x.shape
-    frames = x.reshape(bsz * T, C, H, W)
-    if C == 3:
-        rgb = frames
-    elif C == 1:
-        rgb = frames.expand(-1, 3, H, W)
-    else:  # show the first channel only
-        rgb = frames[:, :1].expand(-1, 3, H, W)
+    rgb = rgb_frames(x.reshape(bsz * T, C, H, W))
     border, grey = _BORDER, _GREY
     if H == 1:  # vector frames: draw each as an upscaled *column* (time runs left to right)
         scale = max(3, 112 // max(W, 1))
@@ -66,17 +87,9 @@ def batch_to_grid(batch: SequenceBatch, padding: int | None = None) -> torch.Ten
 
     :param padding: white gap between tiles (default 2 for image frames, 0 for vector frames).
     """
-    tiles = _tiles(batch)
-    bsz, T = tiles.shape[:2]
     if padding is None:
         padding = 0 if batch.x.shape[-2] == 1 else 2
-    rows = make_grid(tiles.flatten(0, 1), nrow=T, padding=padding, pad_value=1.0)
-    if padding == 0 and bsz > 1:  # still separate the sequences by a white line
-        h = tiles.shape[-2]
-        parts = [rows[:, i * h : (i + 1) * h] for i in range(bsz)]
-        gap = torch.ones(3, 4, rows.shape[-1])
-        rows = torch.cat([p for part in parts for p in (part, gap)][:-1], 1)
-    return rows
+    return frame_grid(_tiles(batch), padding, pad_value=1.0)
 
 
 def write_preview(
@@ -95,8 +108,7 @@ def write_preview(
     :param split: ``"train"`` or ``"test"``.
     :returns: the path written.
     """
-    if isinstance(n_sequences, bool) or not isinstance(n_sequences, int) or n_sequences < 1:
-        raise ValueError(f"n_sequences must be an integer >= 1; got {n_sequences!r}")
+    integer("n_sequences", n_sequences, 1)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     out = Path(out_path)

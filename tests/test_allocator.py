@@ -5,7 +5,7 @@ import platform
 
 import pytest
 
-from pgtm.allocator import ENVIRONMENT_SWITCH, keep_freed_memory
+from pgtm.cli.allocator import ENVIRONMENT_SWITCH, keep_freed_memory
 
 glibc = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc"
@@ -23,3 +23,10 @@ def test_applied_on_glibc(monkeypatch):
 def test_switched_off_by_the_environment(monkeypatch):
     monkeypatch.setenv(ENVIRONMENT_SWITCH, "default")
     assert keep_freed_memory() is False
+
+
+def test_the_old_module_name_still_works_for_one_release():
+    import pgtm.allocator
+    import pgtm.cli.allocator
+
+    assert pgtm.allocator.keep_freed_memory is pgtm.cli.allocator.keep_freed_memory

@@ -123,7 +123,7 @@ def test_preview_rejects_bad_arguments(tmp_path):
     [
         (["data", "preview", "tetris"], "unknown task 'tetris'; expected one of"),
         (["data", "preview", "copy", "-k", "30"],
-         "--recall-length must be in [1, --prerecall-length"),
+         "--recall-length must be an integer in [1, --prerecall-length"),
         (["data", "preview", "copy", "--binarize", "x"], "argument --binarize: invalid choice"),
         (["data", "preview", "navigation", "-l", "3"], "has no option '--prerecall-length'"),
         (["data", "preview", "parity", "--split", "valid"], "argument --split: invalid choice"),

@@ -71,10 +71,10 @@ def test_smallest_budget_is_the_one_named_in_the_error():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"parameter_budget": 0}, r"^parameter_budget must be an integer >= 1; got 0$"),
-        ({"parameter_budget": -3}, r"^parameter_budget must be an integer >= 1; got -3$"),
-        ({"parameter_budget": 2.5}, r"^parameter_budget must be an integer >= 1; got 2\.5$"),
-        ({"parameter_budget": True}, r"^parameter_budget must be an integer >= 1; got True$"),
+        ({"parameter_budget": 0}, r"^parameter_budget must be an integer >= 1, got 0$"),
+        ({"parameter_budget": -3}, r"^parameter_budget must be an integer >= 1, got -3$"),
+        ({"parameter_budget": 2.5}, r"^parameter_budget must be an integer >= 1, got 2\.5$"),
+        ({"parameter_budget": True}, r"^parameter_budget must be an integer >= 1, got True$"),
         (
             {"parameter_budget": 10**6, "controller_size": 128},
             r"^give controller_size or parameter_budget, not both .*; got controller_size=128$",
@@ -89,7 +89,7 @@ def test_bad_budgets(kwargs, message):
 
 
 def test_bad_tolerance():
-    with pytest.raises(ValueError, match=r"^tolerance must be in \(0, 1\); got 0$"):
+    with pytest.raises(ValueError, match=r"^tolerance must be a number in \(0, 1\), got 0$"):
         controller_size_for_budget("vrnn", PAPER_BUDGET, tolerance=0, **_parts())
 
 

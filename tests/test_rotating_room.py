@@ -113,13 +113,13 @@ def test_train_and_test_rooms_have_disjoint_palettes():
 @pytest.mark.parametrize(
     "options,message",
     [
-        ({"period": 16}, "period must be in [4, prerecall_length=15]; got 16"),
-        ({"period": 3}, "period must be in [4, prerecall_length=15]; got 3"),
-        ({"prerecall_length": 2}, "prerecall_length must be >= 4; got 2"),
-        ({"recall_length": 0}, "recall_length must be >= 1; got 0"),
-        ({"image_size": 256}, "image_size must be in [8, 128]; got 256"),
-        ({"image_size": 32.0}, "image_size must be an integer; got 32.0"),
-        ({"speed_jitter": -0.1}, "speed_jitter must be a number in [0, 0.5]; got -0.1"),
+        ({"period": 16}, "period must be an integer in [4, prerecall_length=15], got 16"),
+        ({"period": 3}, "period must be an integer in [4, prerecall_length=15], got 3"),
+        ({"prerecall_length": 2}, "prerecall_length must be an integer >= 4, got 2"),
+        ({"recall_length": 0}, "recall_length must be an integer >= 1, got 0"),
+        ({"image_size": 256}, "image_size must be an integer in [8, 128], got 256"),
+        ({"image_size": 32.0}, "image_size must be an integer in [8, 128], got 32.0"),
+        ({"speed_jitter": -0.1}, "speed_jitter must be a number in [0, 0.5], got -0.1"),
         ({"grid_size": 3}, "task 'rotating-room' has no option 'grid_size'"),
     ],
 )

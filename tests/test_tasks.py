@@ -253,7 +253,7 @@ def test_dynamic_dependency(tasks):
         assert torch.equal(addr[:, j], pre_labels[bi, addr[:, j - 1]])
     assert int(addr.max()) <= 9
     assert check_recall_copies(b) == 32 * 5
-    with pytest.raises(ValueError, match="prerecall_length must be in"):
+    with pytest.raises(ValueError, match=r"prerecall_length must be an integer >= 10, got 8"):
         make_task("dynamic-dependency", prerecall_length=8, recall_length=3)
 
 
@@ -381,18 +381,22 @@ def test_lengths(name, kw, monkeypatch):
     ("name", "kw", "match"),
     [
         ("tetris", {}, "^unknown task 'tetris'; expected one of: perfect-recall"),
-        ("perfect-recall", {"recall_length": 11}, r"recall_length must be in \[1, prerecall_le"),
-        ("copy", {"recall_length": 11}, r"recall_length must be in \[1, prerecall_length=10\]"),
+        ("perfect-recall", {"recall_length": 11},
+         r"recall_length must be an integer in \[1, prerecall_le"),
+        ("copy", {"recall_length": 11},
+         r"recall_length must be an integer in \[1, prerecall_length=10\]"),
         (
             "similarity-cued",
             {"prerecall_length": 6, "recall_length": 6},
-            r"^recall_length must be in \[1, prerecall_length - 1=5\]; got 6$",
+            r"^recall_length must be an integer in \[1, prerecall_length - 1=5\], got 6$",
         ),
-        ("similarity-cued", {"prerecall_length": 1}, r"prerecall_length must be in >= 2"),
-        ("perfect-recall", {"prerecall_length": 0}, r"prerecall_length must be in >= 1"),
+        ("similarity-cued", {"prerecall_length": 1},
+         "prerecall_length must be an integer >= 2, got 1"),
+        ("perfect-recall", {"prerecall_length": 0},
+         "prerecall_length must be an integer >= 1, got 0"),
         ("perfect-recall", {"prerecall_length": 2.5}, "prerecall_length must be an integer"),
         ("navigation", {"prerecall_length": 5}, "has no option 'prerecall_length'; allowed:"),
-        ("navigation", {"grid_size": 1}, r"grid_size must be in >= 2"),
+        ("navigation", {"grid_size": 1}, r"grid_size must be an integer >= 2, got 1"),
         ("sequential-mnist", {"width": 3}, "has no option 'width'"),
         ("perfect-recall", {"dataset": "cifar"}, "^dataset must be one of 'mnist'"),
         ("perfect-recall", {"binarize": "maybe"}, "^binarize must be one of"),

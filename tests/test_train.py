@@ -177,7 +177,7 @@ def test_bad_config_raises_naming_field(field, value):
 def test_bad_config_message_gives_range():
     with pytest.raises(ValueError, match=r"steps must be an integer >= 1, got 0"):
         TrainConfig(steps=0)
-    with pytest.raises(ValueError, match=r"elbo must be one of \('trace', 'meanfield', 'fivo'\)"):
+    with pytest.raises(ValueError, match="elbo must be one of 'trace', 'meanfield', 'fivo',"):
         TrainConfig(elbo="foo")
 
 

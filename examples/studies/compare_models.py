@@ -21,8 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pgtm.allocator import keep_freed_memory
 from pgtm.cli import add_optimisation_options, add_threads_option, set_threads
+from pgtm.cli.allocator import keep_freed_memory
 from pgtm.experiment import run_experiment, write_summary
 from pgtm.inference.train import TrainConfig
 from pgtm.models import MEMORIES

@@ -33,8 +33,8 @@ import os
 import statistics
 from pathlib import Path
 
-from pgtm.allocator import keep_freed_memory
 from pgtm.cli import add_optimisation_options, add_threads_option, set_threads
+from pgtm.cli.allocator import keep_freed_memory
 from pgtm.experiment import run_experiment
 from pgtm.inference.checkpoint import temp_sibling
 from pgtm.inference.evaluate import save_json

@@ -35,8 +35,8 @@ import json
 import statistics
 from pathlib import Path
 
-from pgtm.allocator import keep_freed_memory
 from pgtm.cli import add_threads_option, set_threads
+from pgtm.cli.allocator import keep_freed_memory
 from pgtm.experiment import run_experiment
 from pgtm.inference.read_heads import ReadHeadLog
 from pgtm.inference.train import TrainConfig

@@ -25,9 +25,8 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from pgtm.allocator import keep_freed_memory
-
 from . import data, evaluate, sample, train
+from .allocator import keep_freed_memory
 from .options import (
     DEFAULT_THREADS,
     Parser,

@@ -32,12 +32,13 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from pgtm.checks import integer
+
 
 def require_positive_sizes(**sizes) -> None:
     """Raise ``ValueError`` naming the first size that is not an integer >= 1."""
     for name, value in sizes.items():
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        integer(name, value, 1)
 
 
 class MemoryOutput(NamedTuple):

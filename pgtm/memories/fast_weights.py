@@ -71,6 +71,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.checks import one_of
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.memories.introspective import fifo_push
 from pgtm.shapes import broadcast_leading, cat_features
@@ -182,8 +183,7 @@ class FastWeightsMemory(Memory):
             raise ValueError(
                 f"fast_learning_rate must be finite and > 0, got {fast_learning_rate!r}"
             )
-        if form not in FORMS:
-            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        one_of("form", form, FORMS)
         if form == "attention" and num_slots is None:
             raise ValueError("form='attention' needs num_slots (the number of vectors kept)")
         if form == "auto":

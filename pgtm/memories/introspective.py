@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.checks import one_of
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.shapes import broadcast_leading
 
@@ -60,14 +61,13 @@ def location_weights(scores: torch.Tensor, weighting: str = "softplus") -> torch
 
     ``"softplus"`` and ``"softmax"`` sum to one over the last dim; ``"unnormalised"`` does not.
     """
+    one_of("weighting", weighting, WEIGHTINGS)
     if weighting == "softplus":
         w = F.softplus(scores)
         return w / (w.sum(-1, keepdim=True) + _EPS)
     if weighting == "softmax":
         return torch.softmax(scores, dim=-1)
-    if weighting == "unnormalised":
-        return F.softplus(scores)
-    raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    return F.softplus(scores)  # "unnormalised"
 
 
 def weight_penalty(
@@ -111,8 +111,7 @@ class IntrospectiveMemory(Memory):
         sparsity: float = 0.0,
     ):
         super().__init__()
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        one_of("weighting", weighting, WEIGHTINGS)
         require_positive_sizes(num_slots=num_slots, num_heads=num_heads)
         if sparsity < 0 or sum_penalty < 0:
             raise ValueError("sparsity and sum_penalty must be >= 0")

@@ -1,5 +1,5 @@
 """What every task shares: :class:`SequenceBatch`, the :class:`Task` interface, the image pools
-and the option checks (see :mod:`pgtm.tasks` for the conventions)."""
+and the batch assembly (see :mod:`pgtm.tasks` for the conventions)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from pgtm.checks import integer, one_of
 from pgtm.data import BINARIZE_MODES, ImageSet, binarize_frames, load_images
 
 SPLITS = ("train", "test")
@@ -35,28 +36,7 @@ class SequenceBatch(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------
-# option checks and batch assembly
-
-
-def int_option(
-    name: str, value: Any, lo: int, hi: int | None = None, hi_name: str | None = None
-) -> int:
-    """``value`` if it is an integer in ``[lo, hi]`` (``hi`` named ``hi_name`` in the message),
-    else a one-line :class:`ValueError` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer; got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        top = f"{hi_name}={hi}" if hi_name else str(hi)
-        rng = f"[{lo}, {top}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be in {rng}; got {value}")
-    return value
-
-
-def choice_option(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``allowed``, else a one-line :class:`ValueError`."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-    return value
+# batch assembly
 
 
 def gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -125,8 +105,8 @@ class Task:
 
     @staticmethod
     def _check_sample_args(batch_size, split, generator) -> None:
-        int_option("batch_size", batch_size, 1)
-        choice_option("split", split, SPLITS)
+        integer("batch_size", batch_size, 1)
+        one_of("split", split, SPLITS)
         if generator is not None:
             if not isinstance(generator, torch.Generator):
                 raise ValueError(f"generator must be a torch.Generator; got {type(generator)}")
@@ -148,9 +128,9 @@ class ImageTask(Task):
     needs_labels = False
 
     def _load_pools(self, dataset: str, data_dir, download: bool, binarize: str, seed: int) -> None:
-        self.dataset = choice_option("dataset", dataset, self.dataset_names)
-        self.binarize = choice_option("binarize", binarize, BINARIZE_MODES)
-        self.seed = int_option("seed", seed, 0)
+        self.dataset = one_of("dataset", dataset, self.dataset_names)
+        self.binarize = one_of("binarize", binarize, BINARIZE_MODES)
+        self.seed = integer("seed", seed, 0)
         self.pools: dict[str, ImageSet] = {}
         for split in SPLITS:
             pool = load_images(
@@ -198,8 +178,9 @@ class RecallTask(ImageTask):
     ) -> None:
         l = self.default_l if prerecall_length is None else prerecall_length
         k = self.default_k if recall_length is None else recall_length
-        self.prerecall_length = int_option("prerecall_length", l, self.min_l())
-        self.recall_length = int_option("recall_length", k, 1, *self.max_recall_length())
+        self.prerecall_length = integer("prerecall_length", l, self.min_l())
+        most, most_name = self.max_recall_length()
+        self.recall_length = integer("recall_length", k, 1, most, high_name=most_name)
         self.length = self.prerecall_length + self.recall_length
         self._load_pools(dataset, data_dir, download, binarize, seed)
 

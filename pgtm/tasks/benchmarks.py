@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from pgtm.checks import integer, one_of
 from pgtm.data import BINARIZE_MODES
-from pgtm.tasks.base import ImageTask, SequenceBatch, Task, choice_option, gather_steps, int_option
+from pgtm.tasks.base import ImageTask, SequenceBatch, Task, gather_steps
 
 #: Navigation actions, in one-hot order: index 0 = stay, 1 = up (row - 1), 2 = down (row + 1),
 #: 3 = left (column - 1), 4 = right (column + 1).
@@ -41,8 +42,8 @@ class NavigationTask(ImageTask):
         download: bool = False,
         binarize: str = "dynamic",
     ) -> None:
-        self.grid_size = int_option("grid_size", grid_size, 2)
-        self.length = int_option("length", length, 1)
+        self.grid_size = integer("grid_size", grid_size, 2)
+        self.length = integer("length", length, 1)
         self._load_pools(dataset, data_dir, download, binarize, seed)
 
     def walk(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,13 +122,12 @@ class CopyTask(Task):
         download: bool = False,
         binarize: str = "dynamic",
     ) -> None:
-        choice_option("binarize", binarize, BINARIZE_MODES)
-        self.prerecall_length = int_option("prerecall_length", prerecall_length, 1)
+        one_of("binarize", binarize, BINARIZE_MODES)
+        self.prerecall_length = integer("prerecall_length", prerecall_length, 1)
         k = self.prerecall_length if recall_length is None else recall_length
-        self.recall_length = int_option(
-            "recall_length", k, 1, self.prerecall_length, "prerecall_length"
-        )
-        self.width = int_option("width", width, 1)
+        self.recall_length = integer("recall_length", k, 1, self.prerecall_length,
+                                     high_name="prerecall_length")
+        self.width = integer("width", width, 1)
         self.frame_shape = (1, 1, self.width + 1)
         self.length = self.prerecall_length + 1 + self.recall_length
 

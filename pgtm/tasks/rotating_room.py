@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from pgtm.checks import integer, number, one_of
 from pgtm.data import BINARIZE_MODES
 from pgtm.room import Room, pillar_hits, random_rooms, render_room, wall_hits
 from pgtm.tasks.base import SPLITS, SequenceBatch, Task
@@ -20,15 +21,6 @@ from pgtm.tasks.base import SPLITS, SequenceBatch, Task
 #: bins of the palette hue in [0, 1/4) turn (the split rule): train rooms use the even bins,
 #: test rooms the odd ones
 PALETTE_BINS = 8
-
-
-def _int_in(name: str, value: Any, low: int, high: int | None = None, high_name: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer; got {value!r}")
-    if value < low or (high is not None and value > high):
-        expected = f">= {low}" if high is None else f"in [{low}, {high_name or high}]"
-        raise ValueError(f"{name} must be {expected}; got {value}")
-    return value
 
 
 class RotatingRoomTask(Task):
@@ -92,19 +84,14 @@ class RotatingRoomTask(Task):
         download: bool = False,
         binarize: str = "dynamic",
     ) -> None:
-        if binarize not in BINARIZE_MODES:
-            raise ValueError(f"binarize must be one of {BINARIZE_MODES}; got {binarize!r}")
+        one_of("binarize", binarize, BINARIZE_MODES)
         self.binarize = "none"
-        self.prerecall_length = _int_in("prerecall_length", prerecall_length, 4)
-        self.recall_length = _int_in("recall_length", recall_length, 1)
-        self.period = _int_in("period", period, 4, self.prerecall_length,
-                             f"prerecall_length={self.prerecall_length}")
-        self.image_size = _int_in("image_size", image_size, 8, 128)
-        if isinstance(speed_jitter, bool) or not isinstance(speed_jitter, (int, float)) or not (
-            0.0 <= speed_jitter <= 0.5
-        ):
-            raise ValueError(f"speed_jitter must be a number in [0, 0.5]; got {speed_jitter!r}")
-        self.speed_jitter = float(speed_jitter)
+        self.prerecall_length = integer("prerecall_length", prerecall_length, 4)
+        self.recall_length = integer("recall_length", recall_length, 1)
+        self.period = integer("period", period, 4, self.prerecall_length,
+                              high_name="prerecall_length")
+        self.image_size = integer("image_size", image_size, 8, 128)
+        self.speed_jitter = number("speed_jitter", speed_jitter, 0.0, 0.5)
         self.length = self.prerecall_length + self.recall_length
         self.frame_shape = (3, self.image_size, self.image_size)
 
