@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pgtm.io import remove_stale_temp_files, temp_sibling
+from pgtm.io import atomic_write, remove_stale_temp_files, temp_sibling
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -111,24 +111,12 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = temp_sibling(path)
-    try:
-        with open(tmp_name, "xb") as f:
-            try:
-                torch.save(dict(state), f)
-            except RuntimeError as e:  # torch's writer reports a failed write (a full disk) so
-                raise OSError(f"checkpoint: writing {path} failed ({str(e).splitlines()[0]}); "
-                              "is the disk full? The previous checkpoint is intact") from e
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        # Never leave half-written temporaries behind (also on KeyboardInterrupt).
+    with atomic_write(path, binary=True) as f:
         try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+            torch.save(dict(state), f)
+        except RuntimeError as e:  # torch's writer reports a failed write (a full disk) so
+            raise OSError(f"checkpoint: writing {path} failed ({str(e).splitlines()[0]}); "
+                          "is the disk full? The previous checkpoint is intact") from e
     _fsync_dir(path.parent)
     return path
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pgtm.io import temp_sibling
+from pgtm.io import atomic_write
 
 __all__ = ["CsvLog", "TrainLog", "open_tensorboard"]
 
@@ -54,20 +54,11 @@ class CsvLog:
 
     def _rewrite(self, rows: list[list[str]]) -> None:
         # Rewrite atomically: a crash mid-rewrite must not lose the log.
-        tmp = temp_sibling(self.path)
-        try:
-            with open(tmp, "x", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(self.header)
-                for r in rows:
-                    w.writerow(r + [""] * (len(self.header) - len(r)))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(self.path, newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.header)
+            for r in rows:
+                w.writerow(r + [""] * (len(self.header) - len(r)))
 
     def write(self, row: Mapping[str, Any]) -> None:
         new = [k for k in row if k not in self.header]

@@ -3,6 +3,7 @@ over their target, their clean-up after a killed writer, and strict JSON."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["remove_stale_temp_files", "save_json", "temp_sibling", "write_text_atomically"]
+__all__ = [
+    "atomic_write", "remove_stale_temp_files", "save_json", "temp_sibling", "write_text_atomically",
+]
 
 
 def temp_sibling(path: str | os.PathLike) -> Path:
@@ -28,20 +31,32 @@ def temp_sibling(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
-def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a :func:`temp_sibling` (fsync-ed, then renamed over
-    ``path``), so a reader sees the old file or the new one, never a torn one."""
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, binary: bool = False, **open_options):
+    """Open a :func:`temp_sibling` of ``path`` for writing; when the block ends it is flushed,
+    fsync-ed and renamed over ``path``, so a reader (or a crash at any moment) sees the old file
+    or the new one, never a torn one. If the block raises (a ``KeyboardInterrupt`` too), the
+    temporary file is removed and ``path`` is left as it was.
+
+    :param binary: open in ``"xb"`` mode instead of ``"x"``.
+    :param open_options: passed to :func:`open` (e.g. ``newline=""`` for CSV).
+    """
     tmp = temp_sibling(path)
     try:
-        with open(tmp, "x") as f:
-            f.write(text)
+        with open(tmp, "xb" if binary else "x", **open_options) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` with :func:`atomic_write`."""
+    with atomic_write(path) as f:
+        f.write(text)
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:

@@ -29,16 +29,15 @@ import argparse
 import csv
 import json
 import math
-import os
 import statistics
 from pathlib import Path
 
 from pgtm.cli import add_optimisation_options, add_threads_option, set_threads
 from pgtm.cli.allocator import keep_freed_memory
 from pgtm.experiment import run_experiment
-from pgtm.inference.checkpoint import temp_sibling
 from pgtm.inference.evaluate import save_json
 from pgtm.inference.train import TrainConfig
+from pgtm.io import write_text_atomically
 from pgtm.models import MEMORIES
 from pgtm.plotting import _prepare, plt
 from pgtm.tasks import make_task
@@ -134,9 +133,7 @@ def summarise(out: Path) -> dict:
                 f"| {cell(row['prerecall_kl'])} | {cell(row['seconds'], 1, 1 / 60)} |"
             )
     text = "\n".join(lines) + "\n"
-    tmp = temp_sibling(out / "summary.md")  # processes sharing --out may write at once
-    tmp.write_text(text)
-    os.replace(tmp, out / "summary.md")
+    write_text_atomically(out / "summary.md", text)  # processes sharing --out may write at once
     if table:
         plot_summary(out, table)
     return table

@@ -1,0 +1,318 @@
+"""The training step of every GTM against its matmul-shape floor, and its speed against the
+batch size on 1 and 2 threads.
+
+*Matmul-shape floor*: one step of ``pgtm train`` (Pyro's ``Trace_ELBO`` through the objective
+module, backward, ClippedAdam) is profiled with its input shapes; every matrix product it issues
+(``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``: forward, backward and the LSTM cell's) is then
+timed alone at its own shapes on contiguous float32 tensors, in the same process, and the floor
+is the sum over the step's products of their medians. Whatever a step costs above it is
+elementwise work, Python, autograd and Pyro. Convolutions are not products here: at the conv
+setting the floor leaves them out, so the ratio there includes their time.
+
+Settings: ``readme`` (the quick start's: perfect recall l=10, k=5, so T=15; MLP networks; B=32)
+and ``target`` (the step benchmark's: T=20, conv networks, B=32), 28x28 binary frames, default
+sizes. For each model the Pyro step, the hand-written floor step (``benchmarks/floor.py``) and the
+products are interleaved; ``ratio`` = median Pyro step / matmul floor. The batch sweep times the
+Pyro step at the readme setting for B = 32 ... 512 with 1 and with 2 intra-op threads (frames/s
+= B T / step time). Writes ``<out>/summary.json``, ``<out>/summary.md`` and
+``<out>/matmul_floor.png``::
+
+    python benchmarks/matmul_floor.py --out results/matmul_floor
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from pyro.optim.clipped_adam import ClippedAdam
+from torch.profiler import ProfilerActivity, profile
+
+from pgtm.inference.guarded_step import without_pyro_checks
+from pgtm.inference.objective import training_objective
+from pgtm.models import build_gtm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floor import floor_step  # noqa: E402
+
+MODELS = ("vrnn", "introspective", "ntm", "lru", "dnc")
+SETTINGS = {
+    "readme": {"length": 15, "network": "mlp", "batch": 32},
+    "target": {"length": 20, "network": "conv", "batch": 32},
+}
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+BATCHES = (32, 64, 128, 256, 512)
+LEARNING_RATE, CLIP_NORM = 1e-3, 10.0
+
+
+class Step:
+    """One model at one setting: the ``pgtm train`` step and the floor step, on two copies of
+    one initial module."""
+
+    def __init__(self, model: str, length: int, network: str, batch: int) -> None:
+        torch.manual_seed(0)
+        self.gtm = build_gtm(model, frame_shape=(1, 28, 28), sequence_length=length,
+                             network=network)
+        self.floor_gtm = copy.deepcopy(self.gtm)
+        self.objective, _ = training_objective(self.gtm, "trace", 1)
+        self.optimizer = ClippedAdam(list(self.gtm.parameters()), lr=LEARNING_RATE,
+                                     clip_norm=CLIP_NORM)
+        self.floor_optimizer = ClippedAdam(list(self.floor_gtm.parameters()), lr=LEARNING_RATE,
+                                           clip_norm=CLIP_NORM)
+        generator = torch.Generator().manual_seed(1)
+        self.x = (torch.rand(batch, length, 1, 28, 28, generator=generator) < 0.2).float()
+        self.parameters = sum(p.numel() for p in self.gtm.parameters())
+
+    def pyro(self) -> None:
+        with without_pyro_checks():
+            loss = self.objective(self.x)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.item()
+
+    def floor(self) -> None:
+        floor_step(self.floor_gtm, self.floor_optimizer, self.x)
+
+    def products(self) -> list[tuple[str, list, int]]:
+        """``(op, input shapes, count)`` of every matrix product of one Pyro step."""
+        self.pyro()  # warm, so that the profiled step is a steady one
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            self.pyro()
+        return [(e.key, e.input_shapes, e.count)
+                for e in prof.key_averages(group_by_input_shape=True) if e.key in PRODUCTS]
+
+
+def product_calls(products) -> list[tuple[callable, int]]:
+    """Each product as ``(call, count)``: ``op`` on fresh contiguous float32 tensors of its
+    recorded shapes."""
+    ops = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm,
+           "aten::baddbmm": torch.baddbmm}
+    calls = []
+    for op, shapes, count in products:
+        tensors = [torch.randn(s) for s in shapes if s]
+        calls.append((lambda fn=ops[op], tensors=tensors: fn(*tensors), count))
+    return calls
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_floor(calls, repeats: int = 25) -> float:
+    """Seconds: the sum over the products of a step of each one's median time alone."""
+    total = 0.0
+    for call, count in calls:
+        for _ in range(3):
+            call()
+        total += count * median_seconds(call, repeats)
+    return total
+
+
+def all_products(calls) -> None:
+    """Every product of one step, back to back."""
+    for call, count in calls:
+        for _ in range(count):
+            call()
+
+
+def interleaved(calls: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each call, the calls interleaved in rotating order."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times = {name: [] for name in calls}
+    names = list(calls)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def bench_setting(model: str, setting: dict, repeats: int) -> dict:
+    step = Step(model, setting["length"], setting["network"], setting["batch"])
+    products = step.products()
+    calls = product_calls(products)
+    floor_s = matmul_floor(calls)
+    medians = interleaved({"pyro": step.pyro, "floor": step.floor,
+                           "products": lambda: all_products(calls)}, repeats)
+    return {
+        "parameters": step.parameters,
+        "products_per_step": sum(count for _, _, count in products),
+        "gflop_per_step": sum(count * _flops(shapes) for _, shapes, count in products) / 1e9,
+        "pyro_ms": 1e3 * medians["pyro"],
+        "floor_ms": 1e3 * medians["floor"],
+        "matmul_floor_ms": 1e3 * floor_s,
+        "products_back_to_back_ms": 1e3 * medians["products"],
+        "ratio": medians["pyro"] / floor_s,
+        "floor_ratio": medians["floor"] / floor_s,
+    }
+
+
+def _flops(shapes: list) -> float:
+    """Multiply-adds times 2 of a product whose last two matrix inputs are ``[(b,) m, k]`` and
+    ``[(b,) k, n]`` (``addmm``/``baddbmm`` carry the added term first)."""
+    a, b = [s for s in shapes if len(s) >= 2][-2:]
+    batch = a[0] if len(a) == 3 else 1
+    return 2.0 * batch * a[-2] * a[-1] * b[-1]
+
+
+def bench_batches(model: str, repeats: int, thread_counts) -> dict:
+    setting = SETTINGS["readme"]
+    rows = {}
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        for batch in BATCHES:
+            step = Step(model, setting["length"], setting["network"], batch)
+            seconds = interleaved({"pyro": step.pyro}, repeats, warmup=1)["pyro"]
+            rows[f"{threads}/{batch}"] = {
+                "threads": threads, "batch": batch, "ms_per_step": 1e3 * seconds,
+                "frames_per_s": batch * setting["length"] / seconds,
+            }
+            print(f"  {model} B={batch} threads={threads}: {1e3 * seconds:.1f} ms", flush=True)
+    torch.set_num_threads(1)
+    return rows
+
+
+def markdown(res: dict) -> str:
+    lines = [
+        "# The training step against its matmul-shape floor",
+        "",
+        f"Command: `{res['command']}`  ",
+        f"{res['date']}; {res['cpu']}, torch {res['torch']}; load average {res['load'][0]:.2f} "
+        f"at start, {res['load'][1]:.2f} at end; code: commit `{res['commit']}`.",
+        "",
+        "One step = forward + backward + ClippedAdam update, as `pgtm train` runs it (Pyro's "
+        "per-site checks off after the first step of a shape). *Matmul floor*: every matrix "
+        "product of the step timed alone at its shapes (contiguous float32), summed; *ratio* = "
+        "step / matmul floor. Medians of interleaved repetitions, one thread.",
+        "",
+    ]
+    for name, setting in SETTINGS.items():
+        lines += [
+            f"## Setting `{name}`: T={setting['length']}, {setting['network']} networks, "
+            f"B={setting['batch']}",
+            "",
+            "| model | params | GFLOP/step | products/step | matmul floor ms (back to back) | "
+            "Pyro step ms | ratio | floor.py step ms | floor.py ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for model, r in res["settings"][name].items():
+            lines.append(
+                f"| {model} | {r['parameters'] / 1e6:.2f} M | {r['gflop_per_step']:.2f} | "
+                f"{r['products_per_step']} | {r['matmul_floor_ms']:.1f} "
+                f"({r['products_back_to_back_ms']:.1f}) | {r['pyro_ms']:.1f} | "
+                f"{r['ratio']:.2f} | {r['floor_ms']:.1f} | {r['floor_ratio']:.2f} |")
+        lines.append("")
+    if res.get("batches"):
+        lines += [
+            "## Batch size (setting `readme`), 1 and 2 threads",
+            "",
+            "| model | threads | " + " | ".join(f"B={b}" for b in BATCHES) + " |",
+            "|---|---:|" + "---:|" * len(BATCHES),
+        ]
+        for model, rows in res["batches"].items():
+            for threads in res["thread_counts"]:
+                cells = [rows[f"{threads}/{b}"] for b in BATCHES]
+                lines.append(f"| {model} | {threads} | " + " | ".join(
+                    f"{c['ms_per_step']:.0f} ms ({c['frames_per_s']:.0f} fr/s)" for c in cells)
+                    + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    models = list(res["settings"]["readme"])
+    width = 0.38
+    for i, name in enumerate(SETTINGS):
+        ratios = [res["settings"][name][m]["ratio"] for m in models]
+        ax.bar([j + (i - 0.5) * width for j in range(len(models))], ratios, width,
+               label=f"{name} (T={SETTINGS[name]['length']}, {SETTINGS[name]['network']})")
+    ax.axhline(1.3, color="k", ls="--", lw=0.8)
+    ax.text(len(models) - 0.5, 1.33, "target 1.3", ha="right", fontsize=8)
+    ax.set_xticks(range(len(models)), models)
+    ax.set_ylabel("Pyro step / matmul-shape floor")
+    ax.set_title("Training step against its matmul floor (1 thread, B=32)")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for model, rows in res.get("batches", {}).items():
+        for threads, style in zip(res["thread_counts"], ("-", "--"), strict=False):
+            cells = [rows[f"{threads}/{b}"] for b in BATCHES]
+            ax.plot(BATCHES, [c["frames_per_s"] for c in cells], "o" + style,
+                    label=f"{model}, {threads} thread{'s' if threads > 1 else ''}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(BATCHES, [str(b) for b in BATCHES])
+    ax.set_xlabel("batch size B (sequences of T=15 frames)")
+    ax.set_ylabel("training frames per second")
+    ax.set_title("Training throughput, perfect recall, MLP networks")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{res['cpu']}; commit {res['commit']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--batch-models", nargs="*", default=["vrnn", "introspective", "dnc"],
+                        choices=MODELS, help="models of the batch sweep (none: skip it)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--batch-repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    thread_counts = sorted({1, min(2, os.cpu_count() or 1)})
+    res = {
+        "command": "python benchmarks/matmul_floor.py " + " ".join(
+            sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cpu": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "commit": os.popen("git rev-parse --short=12 HEAD 2>/dev/null").read().strip(),
+        "thread_counts": thread_counts,
+        "load": [os.getloadavg()[0]],
+        "settings": {name: {} for name in SETTINGS},
+        "batches": {},
+    }
+    for name, setting in SETTINGS.items():
+        for model in args.models:
+            r = bench_setting(model, setting, args.repeats)
+            res["settings"][name][model] = r
+            print(f"{name} {model}: step {r['pyro_ms']:.1f} ms, matmul floor "
+                  f"{r['matmul_floor_ms']:.1f} ms, ratio {r['ratio']:.2f}", flush=True)
+    for model in args.batch_models:
+        res["batches"][model] = bench_batches(model, args.batch_repeats, thread_counts)
+    res["load"].append(os.getloadavg()[0])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(res, indent=1) + "\n")
+    (args.out / "summary.md").write_text(markdown(res))
+    plot(res, args.out / "matmul_floor.png")
+    print(f"wrote {args.out}/summary.json, summary.md, matmul_floor.png")
+    return res
+
+
+if __name__ == "__main__":
+    main()
