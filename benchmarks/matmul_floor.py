@@ -189,6 +189,16 @@ def bench_batches(model: str, repeats: int, thread_counts) -> dict:
     return rows
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def markdown(res: dict) -> str:
     lines = [
         "# The training step against its matmul-shape floor",
@@ -289,7 +299,7 @@ def main(argv=None) -> dict:
         "command": "python benchmarks/matmul_floor.py " + " ".join(
             sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "cpu": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)",
+        "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
         "torch": torch.__version__,
         "commit": os.popen("git rev-parse --short=12 HEAD 2>/dev/null").read().strip(),
         "thread_counts": thread_counts,

@@ -236,12 +236,14 @@ def test_bad_arguments():
         DNCMemory(Z, C, num_slots=0)
     with pytest.raises(ValueError, match="num_write_heads"):
         DNCMemory(Z, C, num_write_heads=0)
-    with pytest.raises(ValueError, match="read_strength_init must be > 1"):
+    with pytest.raises(ValueError, match="read_strength_init must be a number > 1"):
         DNCMemory(Z, C, read_strength_init=1.0)
     for bad in (0.0, 1.0):
-        with pytest.raises(ValueError, match=r"content_mode_init must be in \(0, 1\)"):
+        with pytest.raises(ValueError, match=r"content_mode_init must be a number in \(0, 1\)"):
             DNCMemory(Z, C, content_mode_init=bad)
-    for bad in (-2, 3, W):
+    with pytest.raises(ValueError, match=r"time_stamp_size must be an integer >= 0"):
+        DNCMemory(Z, C, word_size=W, time_stamp_size=-2)
+    for bad in (3, W):
         with pytest.raises(ValueError, match=r"time_stamp_size must be even and in \[0, word_size"):
             DNCMemory(Z, C, word_size=W, time_stamp_size=bad)
 

@@ -110,6 +110,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.checks import integer, number
 from pgtm.memories.addressing import content_weights, erase_add_write
 from pgtm.memories.base import MemoryOutput, SlotMemory, require_positive_sizes
 from pgtm.shapes import broadcast_leading, cat_features
@@ -346,11 +347,11 @@ class DNCMemory(SlotMemory):
     ):
         super().__init__(latent_size, controller_size, num_slots, word_size, num_heads)
         require_positive_sizes(num_write_heads=num_write_heads)
-        if read_strength_init is not None and not read_strength_init > 1:
-            raise ValueError(f"read_strength_init must be > 1, got {read_strength_init}")
-        if content_mode_init is not None and not 0 < content_mode_init < 1:
-            raise ValueError(f"content_mode_init must be in (0, 1), got {content_mode_init}")
-        if not 0 <= time_stamp_size < word_size or time_stamp_size % 2:
+        number("read_strength_init", read_strength_init, 1, low_open=True, allow_none=True)
+        number("content_mode_init", content_mode_init, 0, 1, low_open=True, high_open=True,
+               allow_none=True)
+        integer("time_stamp_size", time_stamp_size, 0)
+        if time_stamp_size >= word_size or time_stamp_size % 2:
             raise ValueError(
                 f"time_stamp_size must be even and in [0, word_size={word_size}), "
                 f"got {time_stamp_size}"

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from pgtm.checks import number
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 
 
@@ -40,8 +41,7 @@ class EMAMemory(Memory):
     def __init__(self, latent_size: int, controller_size: int, decay: float = 0.9):
         super().__init__()
         require_positive_sizes(latent_size=latent_size, controller_size=controller_size)
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
-            raise ValueError(f"decay must be a number in (0, 1), got {decay!r}")
+        number("decay", decay, 0, 1, low_open=True, high_open=True)
         self.latent_size = self.read_size = int(latent_size)
         self.controller_size = int(controller_size)
         logit = math.log(decay / (1 - decay))

@@ -64,14 +64,13 @@ the sequence length, so the attention form is exact and (for :math:`T < 160`) ch
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pgtm.checks import one_of
+from pgtm.checks import number, one_of
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.memories.introspective import fifo_push
 from pgtm.shapes import broadcast_leading, cat_features
@@ -177,12 +176,8 @@ class FastWeightsMemory(Memory):
         )
         if num_slots is not None:
             require_positive_sizes(num_slots=num_slots)
-        if not 0.0 <= float(decay) <= 1.0:
-            raise ValueError(f"decay must be in [0, 1], got {decay!r}")
-        if not (float(fast_learning_rate) > 0 and math.isfinite(fast_learning_rate)):
-            raise ValueError(
-                f"fast_learning_rate must be finite and > 0, got {fast_learning_rate!r}"
-            )
+        number("decay", decay, 0, 1)
+        number("fast_learning_rate", fast_learning_rate, 0, low_open=True)
         one_of("form", form, FORMS)
         if form == "attention" and num_slots is None:
             raise ValueError("form='attention' needs num_slots (the number of vectors kept)")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pgtm.checks import one_of
+from pgtm.checks import number, one_of
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.shapes import broadcast_leading
 
@@ -113,8 +113,8 @@ class IntrospectiveMemory(Memory):
         super().__init__()
         one_of("weighting", weighting, WEIGHTINGS)
         require_positive_sizes(num_slots=num_slots, num_heads=num_heads)
-        if sparsity < 0 or sum_penalty < 0:
-            raise ValueError("sparsity and sum_penalty must be >= 0")
+        number("sparsity", sparsity, 0)
+        number("sum_penalty", sum_penalty, 0)
         self.latent_size = latent_size
         self.num_slots = int(num_slots)
         self.num_heads = int(num_heads)

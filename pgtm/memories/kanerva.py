@@ -112,6 +112,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.checks import number
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.shapes import broadcast_leading
 
@@ -268,12 +269,8 @@ class KanervaMemory(Memory):
         )
         if feature_size is not None:
             require_positive_sizes(feature_size=feature_size)
-        for name, value in (
-            ("address_regulariser", address_regulariser),
-            ("write_noise", write_noise),
-        ):
-            if not (math.isfinite(float(value)) and float(value) > 0):
-                raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+        number("address_regulariser", address_regulariser, 0, low_open=True)
+        number("write_noise", write_noise, 0, low_open=True)
         self.latent_size = int(latent_size)
         self.controller_size = int(controller_size)
         self.feature_size = None if feature_size is None else int(feature_size)

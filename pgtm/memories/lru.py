@@ -67,6 +67,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.checks import number
 from pgtm.memories.addressing import content_weights
 from pgtm.memories.base import MemoryOutput, SlotMemory
 from pgtm.shapes import broadcast_leading, cat_features
@@ -145,8 +146,7 @@ class LRUMemory(SlotMemory):
         decay: float = 0.95,
     ):
         super().__init__(latent_size, controller_size, num_slots, word_size, num_heads)
-        if not 0.0 <= float(decay) <= 1.0:
-            raise ValueError(f"decay must be in [0, 1], got {decay}")
+        number("decay", decay, 0, 1)
         self.decay = float(decay)
         self.read_head = nn.Linear(controller_size, self.num_heads * (self.word_size + 1))
         self.write_head = nn.Linear(

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.checks import integer
 from pgtm.memories.addressing import (
     circular_convolution,
     content_weights,
@@ -141,8 +142,7 @@ class NTMMemory(SlotMemory):
     ):
         super().__init__(latent_size, controller_size, num_slots, word_size, num_heads)
         require_positive_sizes(num_write_heads=num_write_heads)
-        if int(shift_range) < 0:
-            raise ValueError(f"shift_range must be >= 0, got {shift_range}")
+        integer("shift_range", shift_range, 0)
         self.num_write_heads = int(num_write_heads)
         self.shift_size = 2 * int(shift_range) + 1
         head_size = self.word_size + 3 + self.shift_size
