@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 
 import torch
-from pyro.optim.clipped_adam import ClippedAdam
 from torch.profiler import ProfilerActivity, profile
 
+from pgtm.inference.clipped_adam import ClippedAdam
 from pgtm.inference.guarded_step import without_pyro_checks
 from pgtm.inference.objective import training_objective
 from pgtm.models import build_gtm
