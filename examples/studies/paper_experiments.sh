@@ -8,7 +8,9 @@
 # MODEL: vrnn introspective ntm lru dnc (default: all five, one after the other).
 # Every model has 1.86 M parameters (--parameter-budget 1860000, MLP networks), one thread
 # (run one such command per core). Runs go to runs/paper/EXPERIMENT/MODEL/seedSEED; rerunning
-# the same command with a larger STEPS continues each run exactly from its checkpoint.
+# the same command with a larger STEPS continues each run exactly from its checkpoint. A loss
+# explosion rolls back to the last kept checkpoint at half the learning rate (at most 3 times;
+# rollbacks.json in the run folder records them) instead of stopping the run.
 set -euo pipefail
 
 data_dir=${1:?DATA_DIR}
@@ -37,5 +39,6 @@ for model in "${models[@]}"; do
   pgtm train "${task[@]}" --model "$model" --data-dir "$data_dir" \
     --parameter-budget 1860000 --network mlp --steps "$steps" --seed "$seed" --threads 1 \
     --batch-size 32 --learning-rate 1e-3 --eval-every 500 --checkpoint-every 500 \
-    --log-every 50 --no-progress --out "runs/paper/$experiment/$model/seed$seed"
+    --log-every 50 --on-divergence rollback --no-progress \
+    --out "runs/paper/$experiment/$model/seed$seed"
 done
