@@ -23,7 +23,6 @@ Pyro step at the readme setting for B = 32 ... 512 with 1 and with 2 intra-op th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import os
@@ -33,18 +32,13 @@ import sys
 import time
 from pathlib import Path
 
-import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
-from pyro.optim import clipped_adam
+from pyro.optim.clipped_adam import ClippedAdam
 from torch.profiler import ProfilerActivity, profile
 
-from pgtm.fastmath import ELU
-from pgtm.inference.clipped_adam import ClippedAdam
 from pgtm.inference.guarded_step import without_pyro_checks
 from pgtm.inference.objective import training_objective
 from pgtm.models import build_gtm
-from pgtm.models.likelihoods import FastBernoulli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from floor import floor_step  # noqa: E402
@@ -59,37 +53,20 @@ BATCHES = (32, 64, 128, 256, 512)
 LEARNING_RATE, CLIP_NORM = 1e-3, 10.0
 
 
-@contextlib.contextmanager
-def torch_kernels():
-    """The step as it was before :mod:`pgtm.fastmath`: torch's ELU and Bernoulli kernels."""
-    saved = ELU.forward, FastBernoulli.log_prob
-    ELU.forward = lambda self, a: F.elu(a)
-    FastBernoulli.log_prob = dist.Bernoulli.log_prob
-    try:
-        yield
-    finally:
-        ELU.forward, FastBernoulli.log_prob = saved
-
-
 class Step:
-    """One model at one setting: the ``pgtm train`` step, the floor step and the step with
-    torch's kernels and Pyro's ClippedAdam (as before :mod:`pgtm.fastmath` and
-    :mod:`pgtm.inference.clipped_adam`), on copies of one initial module."""
+    """One model at one setting: the ``pgtm train`` step and the floor step, on two copies of
+    one initial module."""
 
     def __init__(self, model: str, length: int, network: str, batch: int) -> None:
         torch.manual_seed(0)
         self.gtm = build_gtm(model, frame_shape=(1, 28, 28), sequence_length=length,
                              network=network)
         self.floor_gtm = copy.deepcopy(self.gtm)
-        self.torch_gtm = copy.deepcopy(self.gtm)
         self.objective, _ = training_objective(self.gtm, "trace", 1)
-        self.torch_objective, _ = training_objective(self.torch_gtm, "trace", 1)
         self.optimizer = ClippedAdam(list(self.gtm.parameters()), lr=LEARNING_RATE,
                                      clip_norm=CLIP_NORM)
         self.floor_optimizer = ClippedAdam(list(self.floor_gtm.parameters()), lr=LEARNING_RATE,
                                            clip_norm=CLIP_NORM)
-        self.torch_optimizer = clipped_adam.ClippedAdam(list(self.torch_gtm.parameters()),
-                                                        lr=LEARNING_RATE, clip_norm=CLIP_NORM)
         generator = torch.Generator().manual_seed(1)
         self.x = (torch.rand(batch, length, 1, 28, 28, generator=generator) < 0.2).float()
         self.parameters = sum(p.numel() for p in self.gtm.parameters())
@@ -101,14 +78,6 @@ class Step:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         loss.item()
-
-    def with_torch_kernels(self) -> None:
-        with torch_kernels(), without_pyro_checks():
-            loss = self.torch_objective(self.x)
-            loss.backward()
-            self.torch_optimizer.step()
-            self.torch_optimizer.zero_grad(set_to_none=True)
-            loss.item()
 
     def floor(self) -> None:
         floor_step(self.floor_gtm, self.floor_optimizer, self.x)
@@ -180,7 +149,7 @@ def bench_setting(model: str, setting: dict, repeats: int) -> dict:
     products = step.products()
     calls = product_calls(products)
     floor_s = matmul_floor(calls)
-    medians = interleaved({"pyro": step.pyro, "floor": step.floor, "torch": step.with_torch_kernels,
+    medians = interleaved({"pyro": step.pyro, "floor": step.floor,
                            "products": lambda: all_products(calls)}, repeats)
     return {
         "parameters": step.parameters,
@@ -188,12 +157,10 @@ def bench_setting(model: str, setting: dict, repeats: int) -> dict:
         "gflop_per_step": sum(count * _flops(shapes) for _, shapes, count in products) / 1e9,
         "pyro_ms": 1e3 * medians["pyro"],
         "floor_ms": 1e3 * medians["floor"],
-        "torch_kernels_ms": 1e3 * medians["torch"],
         "matmul_floor_ms": 1e3 * floor_s,
         "products_back_to_back_ms": 1e3 * medians["products"],
         "ratio": medians["pyro"] / floor_s,
         "floor_ratio": medians["floor"] / floor_s,
-        "torch_kernels_ratio": medians["torch"] / floor_s,
     }
 
 
@@ -243,9 +210,7 @@ def markdown(res: dict) -> str:
         "One step = forward + backward + ClippedAdam update, as `pgtm train` runs it (Pyro's "
         "per-site checks off after the first step of a shape). *Matmul floor*: every matrix "
         "product of the step timed alone at its shapes (contiguous float32), summed; *ratio* = "
-        "step / matmul floor. *With torch's kernels*: the same step with `F.elu`, torch's "
-        "Bernoulli `log_prob` and Pyro's ClippedAdam, as before `pgtm.fastmath` and "
-        "`pgtm.inference.clipped_adam`. Medians of interleaved repetitions, one thread.",
+        "step / matmul floor. Medians of interleaved repetitions, one thread.",
         "",
     ]
     for name, setting in SETTINGS.items():
@@ -254,17 +219,15 @@ def markdown(res: dict) -> str:
             f"B={setting['batch']}",
             "",
             "| model | params | GFLOP/step | products/step | matmul floor ms (back to back) | "
-            "Pyro step ms | ratio | floor.py step ms | floor.py ratio | with torch's kernels ms "
-            "(ratio) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "Pyro step ms | ratio | floor.py step ms | floor.py ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for model, r in res["settings"][name].items():
             lines.append(
                 f"| {model} | {r['parameters'] / 1e6:.2f} M | {r['gflop_per_step']:.2f} | "
                 f"{r['products_per_step']} | {r['matmul_floor_ms']:.1f} "
                 f"({r['products_back_to_back_ms']:.1f}) | {r['pyro_ms']:.1f} | "
-                f"{r['ratio']:.2f} | {r['floor_ms']:.1f} | {r['floor_ratio']:.2f} | "
-                f"{r['torch_kernels_ms']:.1f} ({r['torch_kernels_ratio']:.2f}) |")
+                f"{r['ratio']:.2f} | {r['floor_ms']:.1f} | {r['floor_ratio']:.2f} |")
         lines.append("")
     if res.get("batches"):
         lines += [

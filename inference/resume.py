@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from pyro.optim.clipped_adam import ClippedAdam
 from pyro.params.param_store import param_with_module_name
 
 from .checkpoint import FORMAT_VERSION, capture_rng_state, check_module_state
-from .clipped_adam import ClippedAdam
 from .guarded_step import MODULE_NAME
 from .train_config import OPTIM_FIELDS, TRAJECTORY_FIELDS, TrainConfig
 
@@ -41,8 +41,7 @@ def seed_globals(seed: int) -> None:
 
 
 def clipped_adam(gtm: torch.nn.Module, config: TrainConfig, lr_scale: float = 1.0) -> ClippedAdam:
-    """Pyro's ClippedAdam (a torch optimiser; :mod:`~pgtm.inference.clipped_adam`'s foreach
-    version) over every trainable parameter of ``gtm``."""
+    """Pyro's ClippedAdam (a torch optimiser) over every trainable parameter of ``gtm``."""
     return ClippedAdam([p for p in gtm.parameters() if p.requires_grad],
                        lr=config.learning_rate * lr_scale, clip_norm=config.clip_norm,
                        lrd=config.lr_decay)

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pgtm.fastmath import bernoulli_log_prob
 from pgtm.models.discretized_logistic import DiscretizedLogistic
 
 
@@ -37,21 +36,11 @@ class Likelihood(nn.Module):
         return None
 
 
-class FastBernoulli(dist.Bernoulli):
-    """``dist.Bernoulli`` whose ``log_prob`` is :func:`pgtm.fastmath.bernoulli_log_prob` (the
-    same values, without torch's slow ``log1p`` kernel on CPUs)."""
-
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        return bernoulli_log_prob(self.logits, value)
-
-
 class BernoulliLikelihood(Likelihood):
     """Bernoulli pixels with logits ``raw``: for binarised frames."""
 
     def forward(self, raw):
-        return FastBernoulli(logits=raw).to_event(len(self.frame_shape))
+        return dist.Bernoulli(logits=raw).to_event(len(self.frame_shape))
 
     def frames_error(self, x):
         if bool(((x == 0) | (x == 1)).all()):

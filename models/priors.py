@@ -14,8 +14,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pgtm.fastmath import ELU
-
 _MIN_SCALE = 1e-3
 
 
@@ -34,7 +32,7 @@ class Prior(nn.Module):
 def location_scale_net(input_size: int, output_size: int, hidden_size: int) -> nn.Module:
     """An MLP producing ``2 * output_size`` numbers: a location and a pre-softplus scale."""
     return nn.Sequential(
-        nn.Linear(input_size, hidden_size), ELU(), nn.Linear(hidden_size, 2 * output_size)
+        nn.Linear(input_size, hidden_size), nn.ELU(), nn.Linear(hidden_size, 2 * output_size)
     )
 
 
