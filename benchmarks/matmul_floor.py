@@ -210,7 +210,9 @@ def markdown(res: dict) -> str:
         "One step = forward + backward + ClippedAdam update, as `pgtm train` runs it (Pyro's "
         "per-site checks off after the first step of a shape). *Matmul floor*: every matrix "
         "product of the step timed alone at its shapes (contiguous float32), summed; *ratio* = "
-        "step / matmul floor. Medians of interleaved repetitions, one thread.",
+        "step / matmul floor (at the conv setting the convolutions are in the step, not in "
+        "the floor). Medians of interleaved repetitions, one thread; the batch sweep with 1 "
+        "and 2 threads, the training processes of this machine paused.",
         "",
     ]
     for name, setting in SETTINGS.items():
