@@ -16,8 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from pgtm.inference.evaluate import (
-    _check_inputs,
+from pgtm.inference.importance import (
+    check_inputs,
     check_positive_int,
     importance_traces,
     log_weights_of_traces,
@@ -99,7 +99,7 @@ def elbo_outliers(
     C = check_positive_int(chunk_size, "chunk_size")
     check_positive_int(num_sequences, "num_sequences")
     check_positive_int(num_steps, "num_steps")
-    B, T = _check_inputs(x, c, mask)
+    B, T = check_inputs(x, c, mask)
     f64 = torch.float64
     log_w_sum = torch.zeros(B, dtype=f64)
     worst_log_w = torch.full((B,), float("inf"), dtype=f64)
