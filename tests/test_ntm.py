@@ -88,3 +88,32 @@ class TestNTMContract(contract.MemoryContract):
     read_size = contract.R * contract.W
     with_weights = checks_sizes = records_write_weights = fast_gradcheck = True
     matrix_field = "memory"
+
+
+def test_sequential_write_init_fills_consecutive_slots_from_the_start():
+    """At initialisation the default writes stay near slot 0 and blur; with
+    sequential_write_init the write of step t goes to slot t (one slot forward per step)."""
+    def written_slots(**options):
+        torch.manual_seed(0)
+        memory = NTMMemory(LATENT, CONTROLLER, num_slots=12, word_size=WORD, num_heads=HEADS,
+                           **options)
+        state, slots = memory.initial_state((8,)), []
+        for _ in range(10):
+            out = memory(state, torch.randn(8, CONTROLLER), torch.randn(8, LATENT))
+            state = out.state
+            slots.append(state.write_weights[:, 0].argmax(-1))
+        return torch.stack(slots, 1), state.write_weights[:, 0].amax(-1)  # [8, 10], [8]
+
+    slots, peak = written_slots(sequential_write_init=0.95)
+    assert (slots == torch.arange(1, 11)).all() and (peak > 0.5).all()
+    default_slots, _ = written_slots()
+    assert not (default_slots == torch.arange(1, 11)).all()
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"sequential_write_init": 1.0}, r"sequential_write_init must be a number in \(0, 1\)"),
+    ({"sequential_write_init": 0.9, "shift_range": 0}, "needs shift_range >= 1"),
+])
+def test_bad_sequential_write_init_is_rejected_by_name(options, message):
+    with pytest.raises(ValueError, match=message):
+        NTMMemory(LATENT, CONTROLLER, **options)
