@@ -171,3 +171,36 @@ def test_orthogonal_init_makes_each_recurrent_gate_matrix_orthogonal():
     gtm = small_gtm(orthogonal_init=True, controller_size=16)
     for gate in gtm.controller.cell.weight_hh.detach().chunk(4, dim=0):
         torch.testing.assert_close(gate.T @ gate, torch.eye(16), atol=1e-5, rtol=0)
+
+
+def test_unroll_is_the_loop_of_generate_and_passes_gradients_when_reparameterised():
+    gtm = small_gtm("ntm").eval()
+    x = binary_frames(batch=2, length=5, shape=gtm.frame_shape)
+    torch.manual_seed(3)
+    generated = gtm.generate(5, x=x, observed_steps=3)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        unrolled = gtm.unroll(5, 2, features=gtm.encoder(x[:, :3]), observed_steps=3,
+                              keep_memories=True)
+    torch.testing.assert_close(unrolled.latents, generated.latents)
+    torch.testing.assert_close(unrolled.write_weights, generated.write_weights)
+    assert unrolled.contexts.shape == (2, 5, gtm.context_size)
+    assert unrolled.memories.shape == (2, 5, gtm.memory.num_slots, gtm.memory.word_size)
+    # reparameterised: the latents carry gradients back to the encoder (posterior steps) and
+    # the prior (prior steps)
+    path = gtm.unroll(5, 2, features=gtm.encoder(x), observed_steps=3, reparameterised=True)
+    path.latents.sum().backward()
+    for module in (gtm.encoder, gtm.prior):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_unroll_refuses_to_reparameterise_a_distribution_without_rsample():
+    gtm = small_gtm("vrnn")
+
+    class NoRsample(torch.distributions.Bernoulli):
+        has_rsample = False
+
+    gtm.prior.forward = lambda context: NoRsample(logits=context[..., :gtm.latent_size])
+    with pytest.raises(ValueError, match="the prior must be reparameterisable"):
+        gtm.unroll(3, 2, reparameterised=True)
+    assert gtm.unroll(3, 2).latents.shape == (2, 3, gtm.latent_size)
