@@ -86,6 +86,7 @@ def test_every_example_is_covered():
                "studies/sparsity_study.py", "studies/memory_forcing_study.py",
                "studies/bounds_study.py", "studies/dnc_studies.sh",
                "studies/memory_comparison.sh", "studies/paper_experiments.sh",
+               "studies/paper_report.py",
                "data/make_mnist_subset.py", "data/make_binarized_mnist_labels.py"}
     present = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*") if p.suffix in
                (".py", ".sh")}
@@ -105,6 +106,40 @@ def test_paper_experiments_refuses_an_unknown_experiment(tmp_path):
     run = subprocess.run(["bash", str(EXAMPLES / "studies" / "paper_experiments.sh"), "x", "1",
                           "0", "no-such-experiment"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 2 and "unknown experiment no-such-experiment" in run.stderr
+
+
+def test_paper_report_summarises_finished_and_running_runs(tmp_path):
+    """A finished run (results.json, a rollback) and one still training (log.csv only)."""
+    runs = tmp_path / "runs"
+    for model, steps, finished in (("vrnn", 1000, True), ("lru", 500, False)):
+        run = runs / "perfect-recall-l10" / model / "seed0"
+        run.mkdir(parents=True)
+        with open(run / "log.csv", "w", newline="") as log:
+            writer = csv.writer(log)
+            writer.writerow(["step", "loss", "recall_kl"])
+            for step in range(50, steps + 1, 50):
+                writer.writerow([step, 1.0, 20 - step / 100 if step % 500 == 0 else ""])
+        if finished:
+            (run / "results.json").write_text(json.dumps({
+                "steps": steps, "recall_kl": 18.5, "prerecall_kl": 18.6, "kl": [18.0, 18.2],
+                "elbo_per_frame": -102.4, "iwae_per_frame": -100.8, "iwae_per_sequence": -1512,
+                "iwae_k": 100, "parameters": 1860892}))
+            (run / "rollbacks.json").write_text(json.dumps({"rollbacks": [{"diverged_at": 7}]}))
+    out = tmp_path / "report"
+    completed = subprocess.run([sys.executable, str(EXAMPLES / "studies" / "paper_report.py"),
+                                str(runs), "--out", str(out)], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())["perfect-recall-l10"]
+    assert summary["vrnn"]["recall_kl"] == {"mean": 18.5, "sd": None, "n": 1}
+    assert summary["vrnn"]["runs"][0]["rollbacks"] == 1
+    assert summary["lru"]["runs"][0] == {"seed": "seed0", "last_eval_step": 500,
+                                         "recall_kl_last_eval": 15.0, "rollbacks": 0,
+                                         "finished": False}
+    table = (out / "summary.md").read_text()
+    assert "| vrnn | 1000 | 18.50 (n=1) | 18.20 (n=1) |" in table
+    assert "seed0 500: 15.00" in table and "20.7 / 7.8 ± 1.0" in table
+    assert (out / "learning_curves.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("tool", ["data/make_mnist_subset.py",
