@@ -1,6 +1,8 @@
 """The training step of every GTM against its matmul-shape floor, and its speed against the
 batch size on 1 and 2 threads.
 
+The process tunes glibc's malloc as the ``pgtm`` commands do (:mod:`pgtm.cli.allocator`).
+
 *Matmul-shape floor*: one step of ``pgtm train`` (Pyro's ``Trace_ELBO`` through the objective
 module, backward, ClippedAdam) is profiled with its input shapes; every matrix product it issues
 (``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``: forward, backward and the LSTM cell's) is then
@@ -36,6 +38,7 @@ import torch
 from pyro.optim.clipped_adam import ClippedAdam
 from torch.profiler import ProfilerActivity, profile
 
+from pgtm.cli.allocator import keep_freed_memory
 from pgtm.inference.guarded_step import without_pyro_checks
 from pgtm.inference.objective import training_objective
 from pgtm.models import build_gtm
@@ -204,8 +207,9 @@ def markdown(res: dict) -> str:
         "# The training step against its matmul-shape floor",
         "",
         f"Command: `{res['command']}`  ",
-        f"{res['date']}; {res['cpu']}, torch {res['torch']}; load average {res['load'][0]:.2f} "
-        f"at start, {res['load'][1]:.2f} at end; code: commit `{res['commit']}`.",
+        f"{res['date']}; {res['cpu']}, torch {res['torch']}; malloc: {res['malloc']}; load "
+        f"average {res['load'][0]:.2f} at start, {res['load'][1]:.2f} at end; code: commit "
+        f"`{res['commit']}`.",
         "",
         "One step = forward + backward + ClippedAdam update, as `pgtm train` runs it (Pyro's "
         "per-site checks off after the first step of a shape). *Matmul floor*: every matrix "
@@ -295,6 +299,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    allocator = "pgtm.cli.allocator.keep_freed_memory()" if keep_freed_memory() else (
+        "glibc defaults")  # as the pgtm commands run
     torch.set_num_threads(1)
     thread_counts = sorted({1, min(2, os.cpu_count() or 1)})
     res = {
@@ -305,6 +311,7 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "commit": os.popen("git rev-parse --short=12 HEAD 2>/dev/null").read().strip(),
         "thread_counts": thread_counts,
+        "malloc": allocator,
         "load": [os.getloadavg()[0]],
         "settings": {name: {} for name in SETTINGS},
         "batches": {},
