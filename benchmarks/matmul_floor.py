@@ -271,7 +271,9 @@ def plot(res: dict, path: Path) -> None:
     ax.set_xticks(range(len(models)), models)
     ax.set_ylabel("Pyro step / matmul-shape floor")
     ax.set_title("Training step against its matmul floor (1 thread, B=32)")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.2 * max(r["ratio"] for rows in res["settings"].values()
+                             for r in rows.values()))
+    ax.legend(fontsize=8, loc="upper left")
     ax = axes[1]
     for model, rows in res.get("batches", {}).items():
         for threads, style in zip(res["thread_counts"], ("-", "--"), strict=False):
