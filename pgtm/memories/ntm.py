@@ -44,7 +44,10 @@ probability 0.95, gate 0.08, sharpness 5.4 after 10^4 steps): every latent overw
 slot, and the memory holds only the last one. Nothing in the addressing forbids sequential
 writing, but the gradient found the one-slot register first. ``sequential_write_init = p``
 starts the write heads one slot forward per step instead (shift +1 with probability ``p``,
-gate ``1 - p``), the NTM's copy-task solution; training may still leave it.
+gate ``1 - p``), the NTM's copy-task solution. With ``p = 0.9`` on perfect recall (10^4 steps,
+one seed) training first blurred the writes, then settled on sharp sequential writes backwards
+(shift -1), and the recall KL per step reached 3.3 nats against 18.4 from the default
+initialisation (``docs/results/paper_experiments.md``).
 
 **Defaults.** ``num_heads = 5`` read heads of ``word_size = 32`` give ``read_size = 160``, the
 same as the Introspective memory's :math:`5 \times 32` (latent size 32), so the controller,
