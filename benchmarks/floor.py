@@ -76,7 +76,7 @@ def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> Flo
         log_p_z.append(gtm.prior(step.context).log_prob(z))
         if step.penalty is not None:
             penalties.append(step.penalty)
-        state = step.state._replace(latent=z)
+        state = gtm.next_state(step, z, features[t])
         latents.append(z)
         contexts.append(step.context)
     decoder_input = torch.cat([_stack_time(latents), _stack_time(contexts)], dim=-1)

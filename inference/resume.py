@@ -180,12 +180,13 @@ class TrainingState:
             "rollbacks": self.rollbacks,
         }
 
-    def rolled_back(self, at_step: int, reason: str, to_step: int,
-                    factor: float) -> tuple[float, list[dict[str, Any]]]:
-        """The learning-rate factor and rollback records after one more rollback."""
+    def rolled_back(self, at_step: int, reason: str, to_step: int, factor: float,
+                    terms: dict | None = None) -> tuple[float, list[dict[str, Any]]]:
+        """The learning-rate factor and rollback records after one more rollback; ``terms``
+        (:func:`~pgtm.inference.diagnose.loss_terms` of the diverged batch) join the record."""
         scale = self.lr_scale * factor
         record = {"diverged_at": at_step, "reason": reason, "resumed_from": to_step,
-                  "lr_scale": scale}
+                  "lr_scale": scale, **({} if terms is None else {"terms": terms})}
         return scale, [*self.rollbacks, record]
 
 

@@ -222,7 +222,7 @@ def smc(
         log_weights = torch.where(finite, unnormalised - log_norm.unsqueeze(-1),
                                   torch.full_like(unnormalised, -math.log(K)))
         ess[:, t] = (-(2 * log_weights).logsumexp(-1)).exp().detach()
-        state = step.state._replace(latent=z)
+        state = gtm.next_state(step, z, encoded[:, t : t + 1].expand(B, K, -1))
         resample = observed & (ess[:, t] <= ess_threshold * K)
         if bool(resample.any()):
             ancestors = torch.where(

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from pgtm.io import save_json
 
 from .checkpoint import CheckpointRing, load_checkpoint, restore_rng_state
+from .diagnose import describe_terms, loss_terms
 from .distributed import all_states, any_rank, rank_seed, ranks, sum_over_ranks
 from .guarded_step import (
     MODULE_NAME,
@@ -238,6 +239,15 @@ def train(
         return _train(gtm, task, config, evaluate_fn, resume, regulariser)
 
 
+def _split_loss(gtm, batch) -> dict[str, Any]:
+    """:func:`loss_terms` of a diverged step's batch (a fresh draw, the same parameters), or the
+    first line of the error when the parameters are no longer valid distribution parameters."""
+    try:
+        return loss_terms(gtm, batch.x, batch.c, batch.mask)
+    except ValueError as error:
+        return {"error": str(error).splitlines()[0]}
+
+
 def _barrier() -> None:
     if ranks().world > 1:
         torch.distributed.barrier()
@@ -335,12 +345,14 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                     loss_scale=float(where.world), total=sum_over_ranks,
                 )
             except StepDiverged as diverged:
+                terms = _split_loss(gtm, batch)
                 can_roll_back = (config.on_divergence == "rollback" and checkpoint_step is not None
                                  and len(state.rollbacks) < config.max_rollbacks)
                 if not can_roll_back:
                     path = ring.path if checkpoint_step is not None else None
                     raise TrainingDiverged(step, diverged.loss, path, checkpoint_step,
-                                           diverged.reason, len(state.rollbacks)) from None
+                                           diverged.reason, len(state.rollbacks),
+                                           terms) from None
                 # diverged again before a new checkpoint: the one rolled back to is suspect too
                 if rolled_back and where.main:
                     ring.discard_newest()
@@ -348,7 +360,7 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                 ckpt = load_checkpoint(ring.path)
                 checkpoint_step, rolled_back = int(ckpt["step"]), True
                 scale, records = state.rolled_back(step, diverged.reason, checkpoint_step,
-                                                   config.rollback_lr_factor)
+                                                   config.rollback_lr_factor, terms)
                 state = TrainingState.from_checkpoint(ckpt, config, gtm, regulariser, ring.path,
                                                       lr_scale=scale, rollbacks=records,
                                                       rank=where.rank)
@@ -359,7 +371,8 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                 if where.main:
                     save_json({"rollbacks": records}, out_dir / ROLLBACKS_NAME)
                     warnings.warn(
-                        f"step {step}: {diverged.reason}; rolled back to the checkpoint of step "
+                        f"step {step}: {diverged.reason} ({describe_terms(terms)}); rolled "
+                        "back to the checkpoint of step "
                         f"{state.step} with the learning rate times {scale:g} (rollback "
                         f"{len(records)} of at most {config.max_rollbacks})",
                         stacklevel=2,

@@ -11,6 +11,8 @@ from typing import Any
 
 from pgtm.checks import integer, number, one_of
 
+from .diagnose import describe_terms
+
 __all__ = ["DIVERGENCE_ACTIONS", "ELBOS", "TrainConfig", "TrainResult", "TrainingDiverged"]
 
 #: Allowed values of :attr:`TrainConfig.elbo`.
@@ -43,6 +45,8 @@ class TrainingDiverged(RuntimeError):
     :ivar checkpoint_step: the step stored in that checkpoint, or ``None``.
     :ivar reason: what was wrong (non-finite loss, NaN gradient, loss explosion, ...).
     :ivar rollbacks: rollbacks made before giving up (``on_divergence="rollback"``).
+    :ivar terms: :func:`~pgtm.inference.diagnose.loss_terms` of the diverged step's batch, or
+        ``None``.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class TrainingDiverged(RuntimeError):
         checkpoint_step: int | None,
         reason: str = "non-finite loss",
         rollbacks: int = 0,
+        terms: dict | None = None,
     ) -> None:
         self.step = step
         self.loss = loss
@@ -60,13 +65,15 @@ class TrainingDiverged(RuntimeError):
         self.checkpoint_step = checkpoint_step
         self.reason = reason
         self.rollbacks = rollbacks
+        self.terms = terms
         if checkpoint_path is None:
             where = "no checkpoint has been written"
         else:
             where = f"last good checkpoint: {checkpoint_path} (step {checkpoint_step})"
         after = f" after {rollbacks} rollback(s)" if rollbacks else ""
+        split = "" if terms is None else f" ({describe_terms(terms)})"
         super().__init__(
-            f"training diverged at step {step}{after}: {reason}, loss = {loss!r}; {where}"
+            f"training diverged at step {step}{after}: {reason}, loss = {loss!r}{split}; {where}"
         )
 
 

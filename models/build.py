@@ -124,6 +124,7 @@ def build_gtm(
     posterior="gaussian",
     likelihood="bernoulli",
     orthogonal_init: bool = False,
+    frame_feedback: bool = False,
     reuse_path: bool = True,
     **memory_options,
 ) -> GTM:
@@ -151,6 +152,8 @@ def build_gtm(
     :param prior: name in :data:`~pgtm.models.priors.PRIORS` or a ``Prior`` subclass.
     :param posterior: name in :data:`~pgtm.models.posteriors.POSTERIORS` or a subclass.
     :param likelihood: name in :data:`~pgtm.models.likelihoods.LIKELIHOODS` or a subclass.
+    :param frame_feedback: feed the previous frame's encoder features to the controller (with
+        ``"vrnn"``: the VRNN of the paper's Fig. 1a; see :class:`~pgtm.models.gtm.GTM`).
     :param memory_options: passed to the memory (e.g. ``num_heads``, ``weighting``, ``sparsity``).
     :raises ValueError: unknown parts, bad sizes, or a budget no controller size meets.
     """
@@ -158,7 +161,8 @@ def build_gtm(
         "frame_shape": frame_shape, "sequence_length": sequence_length,
         "action_size": action_size, "latent_size": latent_size, "feature_size": feature_size,
         "network": network, "prior": prior, "posterior": posterior, "likelihood": likelihood,
-        "orthogonal_init": orthogonal_init, "reuse_path": reuse_path, **memory_options,
+        "orthogonal_init": orthogonal_init, "frame_feedback": frame_feedback,
+        "reuse_path": reuse_path, **memory_options,
     }
     if parameter_budget is not None:
         if controller_size is not None:
@@ -244,6 +248,7 @@ def _assemble(
     posterior,
     likelihood,
     orthogonal_init,
+    frame_feedback,
     reuse_path,
     **memory_options,
 ) -> GTM:
@@ -279,9 +284,9 @@ def _assemble(
     if "feature_size" in _constructor_arguments(memory_cls):
         memory_options.setdefault("feature_size", feature_size)
     mem = memory_cls(latent_size=latent_size, controller_size=controller_size, **memory_options)
-    controller = LSTMController(
-        latent_size + mem.read_size + action_size, controller_size, orthogonal_init=orthogonal_init
-    )
+    fed_back = feature_size if frame_feedback else 0
+    controller = LSTMController(latent_size + mem.read_size + action_size + fed_back,
+                                controller_size, orthogonal_init=orthogonal_init)
     context_size = mem.read_size + controller.output_size
     likelihood_module = likelihood_cls(frame_shape)
     # the decoder's output is what the likelihood reads: its raw_shape (e.g. mean and scale)
@@ -304,6 +309,7 @@ def _assemble(
         encoder=encoder,
         decoder=decoder,
         action_size=action_size,
+        frame_feedback=frame_feedback,
         reuse_path=reuse_path,
     )
 

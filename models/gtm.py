@@ -4,7 +4,7 @@ At every step :math:`t = 0, \dots, T-1`:
 
 .. math::
 
-    h_t &= f_{rnn}(h_{t-1}, z_{t-1}, \Psi_{t-2}, c_t)
+    h_t &= f_{rnn}(h_{t-1}, z_{t-1}, \Psi_{t-2}, c_t \,[, \phi(x_{t-1})])
         && \text{controller (deterministic)} \\
     \Psi_{t-1} &= f_{mem}(M_{t-1}, h_t), \; M_{t-1} = \mathrm{write}(M_{t-2}, z_{t-1}, h_t)
         && \text{memory read (sees only } z_{<t}) \\
@@ -13,7 +13,17 @@ At every step :math:`t = 0, \dots, T-1`:
     x_t &\sim p(x_t \mid z_t, \Psi_{t-1}) && \text{likelihood}
 
 with :math:`z_{-1} = 0` and an empty memory. The *context* :math:`[\Psi_{t-1}, h_t]` conditions
-prior, posterior and decoder; the VRNN is the special case with no memory (:math:`\Psi` empty).
+prior, posterior and decoder; the memory-less GTM is the special case with no memory
+(:math:`\Psi` empty).
+
+**Frame feedback** (``frame_feedback=True``): the controller also takes the encoder features
+:math:`\phi(x_{t-1})` of the previous frame (zeros at :math:`t = 0`), so that prior, posterior
+and decoder at step ``t`` see :math:`x_{<t}` through :math:`h_t`. With no memory this is the
+VRNN of Chung et al. (2015), the paper's Fig. 1a, :math:`h_t = f(h_{t-1}, z_{t-1}, x_{t-1})`;
+without it the controller sees only latents (Fig. 1c), as the paper's GTMMs (Fig. 2). The
+model stays a proper factorisation :math:`\prod_t p(x_t \mid z_{\le t}, x_{<t})
+p(z_t \mid z_{<t}, x_{<t})`; in :meth:`GTM.unroll` a generated frame is drawn from the
+likelihood and encoded before it is fed back.
 
 Pyro structure (see ``docs/CONVENTIONS.md``): ``pyro.plate("sequences", B, dim=-2)`` over
 sequences, ``pyro.markov`` over time for the sites ``z_{t}`` (batch shape ``[B, 1]``), and one
@@ -56,12 +66,14 @@ from pgtm.shapes import broadcast_leading, cat_features
 
 
 class PathState(NamedTuple):
-    """Recurrent state between steps: controller and memory state, last read, last latent."""
+    """Recurrent state between steps: controller and memory state, last read, last latent and,
+    with frame feedback, the last frame's encoder features (``None`` without)."""
 
     controller: tuple
     memory: tuple
     read: torch.Tensor
     latent: torch.Tensor
+    frame: torch.Tensor | None = None
 
 
 class PathStep(NamedTuple):
@@ -90,6 +102,7 @@ class _GuidePath:
         self.steps: list[PathStep] = []
         self.latents: list[torch.Tensor] = []
         self.memory_latents: tuple[torch.Tensor, ...] = ()
+        self.features: tuple[torch.Tensor, ...] | None = None  # T x [B, 1, F], for feedback
 
     def matches(self, x, c, mask) -> bool:
         return all(a is b for a, b in zip(self.inputs, (x, c, mask), strict=True))
@@ -102,6 +115,8 @@ class _FollowedPath:
 
     def __init__(self, path: _GuidePath | None) -> None:
         self.path = path
+        #: the guide's encoder features of the frames, kept for frame feedback
+        self.features = None if path is None else path.features
 
     @property
     def checked_inputs(self) -> tuple | None:
@@ -172,6 +187,8 @@ class GTM(nn.Module):
     :param decoder: ``[*batch, latent_size + context_size] -> [*batch, *raw_shape]``, the
         likelihood's ``raw_shape`` (``frame_shape`` for most likelihoods).
     :param action_size: size of the per-step context :math:`c_t` (0: none).
+    :param frame_feedback: feed the previous frame's encoder features to the controller (see
+        above); its input is then ``latent + read + action + encoder.feature_size`` wide.
     :param reuse_path: let the model reuse the guide's deterministic path (exact; see above).
     """
 
@@ -188,12 +205,14 @@ class GTM(nn.Module):
         encoder: nn.Module,
         decoder: nn.Module,
         action_size: int = 0,
+        frame_feedback: bool = False,
         reuse_path: bool = True,
     ):
         super().__init__()
         self.frame_shape = tuple(frame_shape)
         self.latent_size = latent_size
         self.action_size = action_size
+        self.frame_feedback = frame_feedback
         self.controller = controller
         self.memory = memory
         self.prior = prior
@@ -217,16 +236,27 @@ class GTM(nn.Module):
             memory_state,
             torch.zeros(*batch_shape, self.memory.read_size, **kwargs),
             torch.zeros(*batch_shape, self.latent_size, **kwargs),
+            torch.zeros(*batch_shape, self.encoder.feature_size, **kwargs)
+            if self.frame_feedback else None,
         )
 
     def path_step(self, state: PathState, action: torch.Tensor | None) -> PathStep:
         """Controller update, memory write of :math:`z_{t-1}` and read: one step of the
         deterministic path. ``action`` is :math:`c_t` ``[*batch, action_size]`` or ``None``."""
+        if state.frame is not None:
+            action = state.frame if action is None else cat_features(action, state.frame)
         h, controller_state = self.controller(state.controller, state.latent, state.read, action)
         out = self.memory(state.memory, h, state.latent)
         context = cat_features(out.read, h)
-        new_state = PathState(controller_state, out.state, out.read, state.latent)
+        new_state = state._replace(controller=controller_state, memory=out.state, read=out.read)
         return PathStep(context, new_state, out.weights, out.gates, out.penalty)
+
+    def next_state(self, step: PathStep, latent: torch.Tensor,
+                   frame_features: torch.Tensor | None) -> PathState:
+        """The state after a step: its latent :math:`z_t` and, with frame feedback, the
+        encoder features :math:`\\phi(x_t)` ``[*batch, F]`` of its frame (ignored without)."""
+        return step.state._replace(latent=latent,
+                                   frame=frame_features if self.frame_feedback else None)
 
     # ----------------------------------------------------------------- input checks
     def check_inputs(self, x, c=None, mask=None):
@@ -307,6 +337,9 @@ class GTM(nn.Module):
         x, c, mask = guide.checked_inputs or self.check_inputs(x, c, mask)
         pyro.module("gtm", self)
         batch, length = x.shape[:2]
+        features = [None] * length
+        if self.frame_feedback:
+            features = guide.features or self.encoder(x).split(1, dim=1)
         latents, contexts = [], []
         with pyro.plate("sequences", batch, dim=-2):
             memory_state, memory_latents = self._start_memory(
@@ -320,7 +353,7 @@ class GTM(nn.Module):
                     z = pyro.sample(f"z_{t}", self.prior(step.context))
                     if step.penalty is not None:
                         pyro.factor(f"penalty_{t}", -step.penalty)
-                state = step.state._replace(latent=z)
+                state = self.next_state(step, z, features[t])
                 latents.append(z)
                 contexts.append(step.context)
             decoder_input = cat_features(_stack_time(latents), _stack_time(contexts))
@@ -340,6 +373,7 @@ class GTM(nn.Module):
         encoded = self.encoder(x)  # [B, T, F]
         features = encoded.split(1, dim=1)  # T x [B, 1, F]
         path = _GuidePath(inputs, (x, c, mask))
+        path.features = features
         with pyro.plate("sequences", batch, dim=-2):
             memory_state, path.memory_latents = self._start_memory(
                 self.memory.posterior_initial_state, encoded.unsqueeze(1), mask.unsqueeze(1)
@@ -352,7 +386,7 @@ class GTM(nn.Module):
                     z = pyro.sample(f"z_{t}", posterior)
                 path.steps.append(step)
                 path.latents.append(z)
-                state = step.state._replace(latent=z)
+                state = self.next_state(step, z, features[t])
         self._guide_path = path if self.reuse_path else None
 
     # ----------------------------------------------------------------- unroll and generation
@@ -382,7 +416,9 @@ class GTM(nn.Module):
         :param c: ``[B, T, action_size]`` context, or ``None``.
         :param mask: ``[B, T]`` bool for the memory's posterior hook (default: all observed).
         :param reparameterised: draw with ``rsample`` (differentiable; ``ValueError`` for a
-            distribution without it) instead of ``sample``.
+            distribution without it) instead of ``sample``; with frame feedback a generated
+            frame is then fed back as the likelihood's mean (a Bernoulli draw has no
+            reparameterisation) instead of a draw.
         :param keep_memories: also return every step's :meth:`Memory.memory_matrix`.
         :param device: default: the features', else the parameters'.
         :param dtype: as ``device``.
@@ -406,7 +442,12 @@ class GTM(nn.Module):
                           reparameterised)
             else:
                 z = _draw(self.prior(step.context), "prior", reparameterised)
-            state = step.state._replace(latent=z)
+            frame = None
+            if self.frame_feedback and t < length - 1:
+                frame = (features[:, t] if t < observed_steps
+                         else self.encoder(self._generated_frame(z, step.context,
+                                                                 reparameterised)))
+            state = self.next_state(step, z, frame)
             kept["latents"].append(z)
             kept["contexts"].append(step.context)
             kept["weights"].append(step.weights)
@@ -417,6 +458,11 @@ class GTM(nn.Module):
             )
         return Unrolled(*(None if per_step[0] is None else torch.stack(per_step, 1)
                           for per_step in kept.values()))
+
+    def _generated_frame(self, latent, context, mean: bool) -> torch.Tensor:
+        """A frame of the likelihood given :math:`[z_t, \\Psi_{t-1}, h_t]`: its mean or a draw."""
+        raw = self.decoder(cat_features(latent, context))
+        return self.likelihood.mean(raw) if mean else self.likelihood(raw).sample()
 
     @torch.no_grad()
     def generate(

@@ -20,6 +20,7 @@ B, T = 3, 4
 
 CASES = {
     "vrnn-actions": ("vrnn", {"action_size": 2}),
+    "vrnn-frame-feedback": ("vrnn", {"action_size": 2, "frame_feedback": True}),
     "introspective-penalty": ("introspective", {"weighting": "unnormalised", "sparsity": 0.1}),
     "introspective-flow": ("introspective", {"posterior": "flow", "prior": "student-t"}),
     "ntm": ("ntm", {"num_slots": 6}),

@@ -135,11 +135,27 @@ def test_paper_report_summarises_finished_and_running_runs(tmp_path):
     assert summary["vrnn"]["runs"][0]["rollbacks"] == 1
     assert summary["lru"]["runs"][0] == {"seed": "seed0", "last_eval_step": 500,
                                          "recall_kl_last_eval": 15.0, "rollbacks": 0,
-                                         "finished": False}
+                                         "finished": False, "curve": [[500, 15.0]]}
     table = (out / "summary.md").read_text()
     assert "| vrnn | 1000 | 18.50 (n=1) | 18.20 (n=1) |" in table
     assert "seed0 500: 15.00" in table and "20.7 / 7.8 ± 1.0" in table
     assert (out / "learning_curves.png").stat().st_size > 0
+    # the run folders lost, the runs stay in the next report from its summary.json; a new
+    # seed's folder joins them
+    vrnn = runs / "perfect-recall-l10" / "vrnn"
+    (vrnn / "seed0").rename(vrnn / "seed1")
+    (runs / "perfect-recall-l10" / "lru" / "seed0" / "log.csv").unlink()
+    completed = subprocess.run([sys.executable, str(EXAMPLES / "studies" / "paper_report.py"),
+                                str(runs), "--out", str(out)], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    again = json.loads((out / "summary.json").read_text())["perfect-recall-l10"]
+    assert [run["seed"] for run in again["vrnn"]["runs"]] == ["seed0", "seed1"]
+    kept, new = again["vrnn"]["runs"]
+    assert kept["from_summary"] and "from_summary" not in new
+    assert again["vrnn"]["recall_kl"]["n"] == 2
+    assert again["lru"]["runs"][0]["from_summary"]
+    assert "| vrnn | 1000, 1000† |" in (out / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("tool", ["data/make_mnist_subset.py",

@@ -4,8 +4,11 @@
 #   bash examples/studies/paper_experiments.sh DATA_DIR STEPS SEED EXPERIMENT [MODEL ...]
 #
 # EXPERIMENT: perfect-recall-l10, perfect-recall-l20, perfect-recall-l50, parity-l10,
-# parity-l20, parity-l50, one-shot, dynamic-dependency, similarity-cued, navigation.
-# MODEL: vrnn introspective ntm lru dnc (default: all five, one after the other).
+# parity-l20, parity-l50, one-shot, dynamic-dependency, similarity-cued, navigation,
+# rotating-room (RGB frames: discretised-logistic likelihood, convolutional networks, since
+# MLP networks on 3x32x32 frames alone exceed the 1.86 M budget).
+# MODEL: vrnn introspective ntm lru dnc (default: all five, one after the other), or vrnn-x:
+# the VRNN with the previous frame fed to its controller (--frame-feedback; the paper's Fig. 1a).
 # Every model has 1.86 M parameters (--parameter-budget 1860000, MLP networks), one thread
 # (run one such command per core). Runs go to runs/paper/EXPERIMENT/MODEL/seedSEED; rerunning
 # the same command with a larger STEPS continues each run exactly from its checkpoint. A loss
@@ -21,6 +24,7 @@ shift 4
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(vrnn introspective ntm lru dnc)
 
+network=mlp
 case "$experiment" in
   perfect-recall-l10) task=(perfect-recall -l 10 -k 5) ;;
   perfect-recall-l20) task=(perfect-recall -l 20 -k 5) ;;
@@ -32,12 +36,15 @@ case "$experiment" in
   dynamic-dependency) task=(dynamic-dependency -l 20 -k 5) ;;
   similarity-cued) task=(similarity-cued -l 20 -k 5) ;;
   navigation) task=(navigation) ;;
+  rotating-room) task=(rotating-room --likelihood discretized-logistic); network=conv ;;
   *) echo "unknown experiment $experiment" >&2; exit 2 ;;
 esac
 
 for model in "${models[@]}"; do
-  pgtm train "${task[@]}" --model "$model" --data-dir "$data_dir" \
-    --parameter-budget 1860000 --network mlp --steps "$steps" --seed "$seed" --threads 1 \
+  variant=()
+  [ "$model" = vrnn-x ] && variant=(--frame-feedback)
+  pgtm train "${task[@]}" --model "${model%-x}" "${variant[@]}" --data-dir "$data_dir" \
+    --parameter-budget 1860000 --network "$network" --steps "$steps" --seed "$seed" --threads 1 \
     --batch-size 32 --learning-rate 1e-3 --eval-every 500 --checkpoint-every 500 \
     --log-every 50 --on-divergence rollback --no-progress \
     --out "runs/paper/$experiment/$model/seed$seed"

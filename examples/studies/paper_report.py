@@ -24,16 +24,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pgtm.io import save_json, write_text_atomically  # noqa: E402
 
-MODELS = ("vrnn", "introspective", "ntm", "lru", "dnc")
+MODELS = ("vrnn", "vrnn-x", "introspective", "ntm", "lru", "dnc")
 #: The paper's last-frame KL (nats) against training iterations, read from the middle panels of
-#: its Figs. 4 (perfect recall, l=10 row) and 10 (dynamic dependency) as reproduced in
-#: psygrammer/DeepCognition (part1/deepmind/gtmm/figures/cap15.png, cap21.png; parity l=10:
-#: Fig. 6, cap17.png, where the five curves coincide within 14.3-14.8 at 10^5 and 13.2-14.3 at
-#: the end): the value at
-#: 10^5 iterations, at the end (10^6), the reading uncertainty, and the iteration at which the
-#: curve turns down below the VRNN's (memory in use). At 10^4 iterations, our budget, the
-#: curves are 2 pixels from the axis: every model but the Introspective one is still rising
-#: from about 0 towards its plateau of about 20, so no value can be read there.
+#: its figures as reproduced in psygrammer/DeepCognition (part1/deepmind/gtmm/figures, cap15.png
+#: ... cap28.png; docs/results/paper_experiments.md says how): per experiment and model, the
+#: value at 10^5 iterations, at the end (10^6; 5*10^5 for perfect recall l=20/50, 3.5*10^5 for
+#: parity l=20/50), the reading uncertainty, and the iteration at which the curve turns down
+#: below the VRNN's (memory in use). The paper's VRNN feeds x_{t-1} to its controller (its
+#: Fig. 1a): our ``vrnn-x``; our ``vrnn`` is the memory-less GTMM (Fig. 1c). At 10^4 iterations,
+#: our round-1 budget, the curves are 2 pixels from the axis: no value can be read there.
+_PARITY = {model: (14.5, 14.0, 1.0, "none (the curves coincide)") for model in MODELS}
 PAPER = {
     "perfect-recall-l10": {
         "vrnn": (20.7, 7.8, 1.0, "— (slow decline from 1.5e5)"),
@@ -42,7 +42,30 @@ PAPER = {
         "lru": (14.5, 4.5, 2.0, "6-7e4"),
         "dnc": (2.0, 1.5, 1.0, "4-5e4"),
     },
+    "perfect-recall-l20": {
+        "vrnn": (21.5, 19.3, 1.0, "—"),
+        "introspective": (0.3, 0.0, 0.3, "from the start"),
+        "ntm": (9.5, 4.5, 1.0, "5-6e4"),
+        "lru": (21.3, 16.4, 1.0, "2.5-3e5"),
+        "dnc": (11.6, 3.7, 1.0, "6-7e4"),
+    },
+    "perfect-recall-l50": {
+        "vrnn": (22.0, 22.0, 1.0, "—"),
+        "introspective": (2.6, 2.2, 1.0, "from the start"),
+        "ntm": (22.0, 10.5, 1.0, "1.3-1.5e5"),
+        "lru": (21.6, 21.4, 1.0, "none"),
+        "dnc": (21.8, 16.5, 1.0, "2.5-3e5"),
+    },
     "parity-l10": {model: (14.5, 13.8, 1.0, "none (the curves coincide)") for model in MODELS},
+    "parity-l20": _PARITY,
+    "parity-l50": _PARITY,
+    "one-shot": {
+        "vrnn": (25.0, 27.0, 1.5, "—"),
+        "introspective": (0.6, 0.0, 1.0, "from the start"),
+        "ntm": (13.7, 8.5, 2.0, "7e4"),
+        "lru": (27.6, 17.0, 2.0, "4e5"),
+        "dnc": (4.1, 1.0, 1.0, "7-8e4"),
+    },
     "dynamic-dependency": {
         "vrnn": (18.8, 13.8, 1.0, "—"),
         "introspective": (13.0, 0.7, 1.0, "6e4"),
@@ -50,11 +73,37 @@ PAPER = {
         "lru": (17.8, 4.5, 1.5, "4-5e5"),
         "dnc": (12.8, 0.5, 1.0, "7e4"),
     },
+    "similarity-cued": {
+        "vrnn": (21.9, 21.5, 1.0, "—"),
+        "introspective": (21.2, 20.0, 1.0, "not clearly"),
+        "ntm": (22.0, 20.2, 1.0, "not clearly"),
+        "lru": (21.4, 14.0, 1.5, "3.5-4e5"),
+        "dnc": (21.6, 1.0, 1.0, "1.5e5"),
+    },
+    "navigation": {
+        "vrnn": (18.2, 14.0, 1.5, "—"),
+        "introspective": (16.1, 10.7, 1.0, "0.8-1e5"),
+        "ntm": (19.1, 14.2, 1.0, "none"),
+        "lru": (18.9, 8.0, 1.0, "1.5-2e5"),
+        "dnc": (17.5, 4.8, 1.0, "1e5"),
+    },
+    # DeepMind Lab frames, 64x64: not the procedural room's nats (a stand-in); the order is
+    "rotating-room": {
+        "vrnn": (6.4, 3.9, 1.0, "— (DeepMind Lab frames)"),
+        "introspective": (4.4, 2.7, 1.0, "5-8e4 (DeepMind Lab frames)"),
+        "ntm": (6.2, 5.3, 1.0, "not clearly (DeepMind Lab frames)"),
+        "lru": (5.9, 4.4, 1.0, "not clearly (DeepMind Lab frames)"),
+        "dnc": (3.5, 2.0, 1.0, "3e4 (DeepMind Lab frames)"),
+    },
 }
+for _readings in PAPER.values():
+    _readings.setdefault("vrnn-x", _readings["vrnn"])
 
 
 def curve(run: Path) -> list[tuple[int, float]]:
-    """``(step, recall_kl)`` of every periodic evaluation in ``run/log.csv``."""
+    """``(step, recall_kl)`` of every periodic evaluation in ``run/log.csv`` (none yet: [])."""
+    if not (run / "log.csv").is_file():
+        return []
     with open(run / "log.csv") as f:
         return [(int(row["step"]), float(row["recall_kl"])) for row in csv.DictReader(f)
                 if row.get("recall_kl")]
@@ -72,6 +121,7 @@ def run_summary(run: Path) -> dict | None:
         "rollbacks": (len(json.loads(rollbacks.read_text())["rollbacks"]) if rollbacks.is_file()
                       else 0),
         "finished": (run / "results.json").is_file(),
+        "curve": points,
     }
     if summary["finished"]:
         r = json.loads((run / "results.json").read_text())
@@ -87,22 +137,38 @@ def mean_sd(values: list[float]) -> dict:
             else None, "n": len(values)}
 
 
-def collect(runs: Path) -> dict:
-    table = {}
+def collect(runs: Path, previous: dict | None = None) -> dict:
+    """Per experiment and model, the summaries of its runs (one per seed) and their statistics.
+
+    :param previous: an earlier ``summary.json``: its runs whose folders are not under ``runs``
+        (e.g. lost with a machine) are kept, marked ``"from_summary": true``; a run folder that
+        is there replaces its earlier summary.
+    """
+    found: dict[str, dict[str, dict[str, dict]]] = {}
     for experiment in sorted(p for p in runs.iterdir() if p.is_dir()):
         for model in MODELS:
-            seeds = sorted((experiment / model).glob("seed*"))
-            summaries = [s for s in map(run_summary, seeds) if s is not None]
-            if not summaries:
-                continue
+            for seed in sorted((experiment / model).glob("seed*")):
+                summary = run_summary(seed)
+                if summary is not None:
+                    found.setdefault(experiment.name, {}).setdefault(model, {})[seed.name] = summary
+    for experiment, rows in (previous or {}).items():
+        for model, row in rows.items():
+            for summary in row["runs"]:
+                seeds = found.setdefault(experiment, {}).setdefault(model, {})
+                if summary["seed"] not in seeds:
+                    seeds[summary["seed"]] = {**summary, "from_summary": True}
+    table = {}
+    for experiment in sorted(found):
+        for model in (m for m in MODELS if m in found[experiment]):
+            by_seed = found[experiment][model]
+            summaries = [by_seed[seed] for seed in sorted(by_seed)]
             finished = [s for s in summaries if s["finished"]]
-            row = {"runs": summaries,
-                   "curves": {s.name: curve(s) for s in seeds if (s / "log.csv").is_file()}}
+            row = {"runs": summaries}
             for key in ("recall_kl", "last_frame_kl", "prerecall_kl", "elbo_per_frame",
                         "iwae_per_frame"):
                 if finished:
                     row[key] = mean_sd([s[key] for s in finished])
-            table.setdefault(experiment.name, {})[model] = row
+            table.setdefault(experiment, {})[model] = row
     return table
 
 
@@ -122,7 +188,9 @@ def markdown(table: dict, command: str) -> str:
              "explosion. Runs still training show their last periodic evaluation's recall KL. "
              "*Paper*: its last-frame KL at 10^5 and 10^6 iterations and the iteration where "
              "its curve turns down below the VRNN's, read from its figures (± the reading "
-             "uncertainty; at 10^4 iterations its curves cannot be read).", ""]
+             "uncertainty; at 10^4 iterations its curves cannot be read). † after a step "
+             "count: a run whose folder is gone, kept from the earlier summary (no curve in the "
+             "figure).", ""]
     for experiment, rows in table.items():
         lines += [f"## {experiment}", "",
                   "| model | steps | recall KL | last-frame KL | pre-recall KL | ELBO / frame | "
@@ -132,7 +200,8 @@ def markdown(table: dict, command: str) -> str:
         for model, row in rows.items():
             finished = [s for s in row["runs"] if s["finished"]]
             pending = [s for s in row["runs"] if not s["finished"]]
-            steps = ", ".join(sorted({str(s["steps"]) for s in finished})) or "—"
+            steps = ", ".join(sorted({str(s["steps"]) + ("†" if s.get("from_summary") else "")
+                                      for s in finished})) or "—"
             paper = PAPER.get(experiment, {}).get(model)
             paper_cells = ("— | —" if paper is None else
                            f"{paper[0]:.1f} / {paper[1]:.1f} ± {paper[2]:.1f} | {paper[3]}")
@@ -150,22 +219,29 @@ def markdown(table: dict, command: str) -> str:
 
 def plot(table: dict, path: Path) -> None:
     experiments = list(table)
-    fig, axes = plt.subplots(1, len(experiments), figsize=(5.2 * len(experiments), 4),
-                             squeeze=False)
-    for ax, experiment in zip(axes[0], experiments, strict=True):
+    columns = min(4, len(experiments))
+    rows = -(-len(experiments) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(experiments):]:
+        ax.set_visible(False)
+    for ax, experiment in zip(axes.flat, experiments, strict=False):
         for model, row in table[experiment].items():
-            for i, (_, points) in enumerate(sorted(row["curves"].items())):
-                if points:
-                    steps, kl = zip(*points, strict=True)
-                    ax.plot(steps, kl, color=f"C{MODELS.index(model)}", lw=1.2, alpha=0.8,
-                            label=model if i == 0 else None)
+            curves = [run["curve"] for run in row["runs"] if run.get("curve")]
+            for i, points in enumerate(curves):
+                steps, kl = zip(*points, strict=True)
+                ax.plot(steps, kl, color=f"C{MODELS.index(model)}", lw=1.2, alpha=0.8,
+                        label=model if i == 0 else None)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no curve (run folders gone)", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
         ax.set_xlabel("training steps (batch 32)")
         ax.set_ylabel("held-out recall-phase KL per step (nats)")
         ax.set_title(experiment)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.suptitle("Learning curves of the paper's experiments (parameter-matched models, 1.86 M; "
-                 "one line per seed)", fontsize=10)
+                 "one line per seed; vrnn-x: the VRNN fed the previous frame)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -175,15 +251,22 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, help="the runs folder (runs/paper)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--previous", type=Path, default=None,
+                        help="an earlier summary.json whose runs are kept where their folders "
+                        "are not under RUNS (default: OUT/summary.json if it exists)")
     args = parser.parse_args(argv)
-    table = collect(args.runs)
+    if not args.runs.is_dir():
+        parser.error(f"runs: expected a folder of run folders, got {args.runs}")
+    previous_path = args.previous or args.out / "summary.json"
+    if args.previous is not None and not previous_path.is_file():
+        parser.error(f"--previous: expected an earlier summary.json, got {previous_path}")
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else None
+    table = collect(args.runs, previous)
     if not table:
         parser.error(f"no runs with evaluations under {args.runs}")
     args.out.mkdir(parents=True, exist_ok=True)
     command = f"python examples/studies/paper_report.py {args.runs} --out {args.out}"
-    save_json({name: {model: {k: v for k, v in row.items() if k != "curves"}
-                      for model, row in rows.items()} for name, rows in table.items()},
-              args.out / "summary.json")
+    save_json(table, args.out / "summary.json")
     write_text_atomically(args.out / "summary.md", markdown(table, command))
     plot(table, args.out / "learning_curves.png")
     print(f"wrote {args.out}/summary.json, summary.md, learning_curves.png")

@@ -62,6 +62,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                            "memory (e.g. word_size=16 for dnc; any argument of its constructor)")
     group.add_argument("--orthogonal-init", action="store_true",
                        help="orthogonal initialisation of the controller's recurrent matrix")
+    group.add_argument("--frame-feedback", action="store_true",
+                       help="feed the previous frame's encoder features to the controller "
+                       "(with --model vrnn: the paper's VRNN, its Fig. 1a); default: the "
+                       "controller sees latents and memory reads only, as the paper's GTMMs")
 
 
 #: memory options with a flag of their own (``--num-heads`` ...), for any memory that takes them
@@ -135,6 +139,8 @@ def model_options_from_args(args) -> dict:
         "network": args.network,
         "orthogonal_init": args.orthogonal_init,
     }
+    if args.frame_feedback:  # only when asked, so that earlier runs resume with the same options
+        options["frame_feedback"] = True
     if args.parameter_budget is None:
         size = args.controller_size
         options["controller_size"] = DEFAULT_CONTROLLER_SIZE if size is None else size
