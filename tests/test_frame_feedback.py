@@ -131,3 +131,11 @@ def test_pgtm_train_records_frame_feedback_and_the_run_reopens(tmp_path, monkeyp
     assert "--frame-feedback: True there, None now" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--particles", "2", "--sequences", "2"]) == 0
     assert main(["sample", str(run), "--out", str(tmp_path / "s.png"), "--num", "2"]) == 0
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "continuous-bernoulli", "discretized-logistic"])
+def test_every_likelihood_generates_with_its_own_frames_fed_back(likelihood):
+    gtm = small_gtm(likelihood=likelihood)
+    x = binary_frames() * 0.5 + 0.25  # grey levels inside (0, 1)
+    generated = gtm.generate(T, x=x, observed_steps=2)
+    assert generated.frames.shape == x.shape and torch.isfinite(generated.frames).all()
