@@ -64,76 +64,7 @@ from torch import nn
 from pgtm.checks import integer
 from pgtm.shapes import broadcast_leading, cat_features
 
-
-class PathState(NamedTuple):
-    """Recurrent state between steps: controller and memory state, last read, last latent and,
-    with frame feedback, the last frame's encoder features (``None`` without)."""
-
-    controller: tuple
-    memory: tuple
-    read: torch.Tensor
-    latent: torch.Tensor
-    frame: torch.Tensor | None = None
-
-
-class PathStep(NamedTuple):
-    """The deterministic path of one step.
-
-    :ivar context: ``[*batch, context_size]``, :math:`[\\Psi_{t-1}, h_t]`.
-    :ivar state: the state after the memory write (its ``latent`` is still :math:`z_{t-1}`).
-    :ivar weights: read weights ``[*batch, R, N]`` or ``None``.
-    :ivar gates: read gates ``[*batch, R]`` or ``None``.
-    :ivar penalty: ``[*batch]`` or ``None``.
-    """
-
-    context: torch.Tensor
-    state: PathState
-    weights: torch.Tensor | None
-    gates: torch.Tensor | None
-    penalty: torch.Tensor | None
-
-
-class _GuidePath:
-    """The guide's deterministic path, kept for the model's replay of the same latents."""
-
-    def __init__(self, inputs, checked):
-        self.inputs = inputs
-        self.checked = checked
-        self.steps: list[PathStep] = []
-        self.latents: list[torch.Tensor] = []
-        self.memory_latents: tuple[torch.Tensor, ...] = ()
-        self.features: tuple[torch.Tensor, ...] | None = None  # T x [B, 1, F], for feedback
-
-    def matches(self, x, c, mask) -> bool:
-        return all(a is b for a, b in zip(self.inputs, (x, c, mask), strict=True))
-
-
-class _FollowedPath:
-    """The guide's path as the model replays it: the model takes the guide's step ``t`` while
-    every latent it has seen is the very tensor the guide sampled (an identity test, so the
-    reuse is exact); from the first other latent on, it computes its own path."""
-
-    def __init__(self, path: _GuidePath | None) -> None:
-        self.path = path
-        #: the guide's encoder features of the frames, kept for frame feedback
-        self.features = None if path is None else path.features
-
-    @property
-    def checked_inputs(self) -> tuple | None:
-        """The guide's validated ``(x, c, mask)``, or ``None`` when not following it."""
-        return None if self.path is None else self.path.checked
-
-    def start(self, memory_latents: tuple) -> None:
-        """Stop following unless the memory hook's latents are the guide's."""
-        if self.path is not None and not _same(memory_latents, self.path.memory_latents):
-            self.path = None
-
-    def step(self, t: int, state: PathState) -> PathStep | None:
-        """The guide's step ``t`` if the model still follows it, else ``None``."""
-        if self.path is not None and (t == 0 or state.latent is self.path.latents[t - 1]):
-            return self.path.steps[t]
-        self.path = None
-        return None
+from .path import FollowedPath, GuidePath, PathState, PathStep
 
 
 class Generated(NamedTuple):
@@ -222,7 +153,7 @@ class GTM(nn.Module):
         self.decoder = decoder
         self.context_size = memory.read_size + controller.output_size
         self.reuse_path = reuse_path
-        self._guide_path: _GuidePath | None = None
+        self._guide_path: GuidePath | None = None
 
     # ----------------------------------------------------------------- deterministic path
     def initial_state(self, batch_shape, device=None, dtype=None, memory_state=None) -> PathState:
@@ -314,11 +245,11 @@ class GTM(nn.Module):
         )
         return state, latents
 
-    def _follow_guide(self, x, c, mask) -> _FollowedPath:
+    def _follow_guide(self, x, c, mask) -> FollowedPath:
         """The path the guide left for the model, if it ran on these very inputs."""
         path = self._guide_path if self.reuse_path else None
         self._guide_path = None  # consumed: keep no graph alive past this call
-        return _FollowedPath(path if path is not None and path.matches(x, c, mask) else None)
+        return FollowedPath(path if path is not None and path.matches(x, c, mask) else None)
 
     @staticmethod
     def _action(c, t):
@@ -372,7 +303,7 @@ class GTM(nn.Module):
         # full [B, T, F] gradient (O(T^2) in the backward pass)
         encoded = self.encoder(x)  # [B, T, F]
         features = encoded.split(1, dim=1)  # T x [B, 1, F]
-        path = _GuidePath(inputs, (x, c, mask))
+        path = GuidePath(inputs, (x, c, mask))
         path.features = features
         with pyro.plate("sequences", batch, dim=-2):
             memory_state, path.memory_latents = self._start_memory(
@@ -518,13 +449,6 @@ def _draw(distribution, what: str, reparameterised: bool) -> torch.Tensor:
         raise ValueError(f"the {what} must be reparameterisable (has_rsample) here, got "
                          f"{type(distribution).__name__}")
     return distribution.rsample()
-
-
-def _same(latents: tuple, guide_latents: tuple) -> bool:
-    """Whether the model's memory latents are the very tensors the guide sampled."""
-    return len(latents) == len(guide_latents) and all(
-        a is b for a, b in zip(latents, guide_latents, strict=True)
-    )
 
 
 def _stack_time(per_step: list[torch.Tensor]) -> torch.Tensor:
