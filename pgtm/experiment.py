@@ -341,7 +341,8 @@ def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
     device = next(gtm.parameters()).device
     recall = final_batch.recall[0]
     frames = int(final_batch.mask.sum())
-    title = f"{_name(memory)} on {task.name}"
+    fed_back = " with frame feedback" if getattr(gtm, "frame_feedback", False) else ""
+    title = f"{_name(memory)}{fed_back} on {task.name}"
     write_pictures(gtm, task, final_batch, r, out, device, title=title)
     head_records = head_log.read()
     if head_records:
