@@ -1,7 +1,8 @@
 """Frame feedback (``frame_feedback=True``): the controller sees the previous frame's encoder
 features, as the paper's VRNN (its Fig. 1a). The step-t prior depends on the frames before t
 only; the guide's path, the model's own path, the floor, the particle filter and the unroll are
-one recurrence; generated frames are what is fed back."""
+one recurrence (path reuse with feedback: ``tests/test_gtm.py``); generated frames are what is
+fed back."""
 
 import json
 
@@ -9,7 +10,6 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
 
 from pgtm.cli import main
 from pgtm.inference import evaluate
@@ -51,23 +51,6 @@ def test_the_step_t_prior_sees_the_frames_before_t_and_no_other(memory):
         same = [torch.equal(a, b) for a, b in zip(before, after, strict=True)]
         # with feedback, frame 2 reaches the controller at step 3; without, never
         assert same == ([True, True, True, False, False] if feedback else [True] * T)
-
-
-@pytest.mark.parametrize("memory", ["vrnn", "ntm"])
-def test_the_model_on_its_own_path_gives_the_loss_and_gradients_of_the_guides_path(memory):
-    gtm, x = small_gtm(memory), binary_frames()
-    results = []
-    for reuse in (True, False):
-        gtm.reuse_path = reuse
-        gtm.zero_grad()
-        pyro.set_rng_seed(3)
-        loss = Trace_ELBO(max_plate_nesting=2).differentiable_loss(gtm.model, gtm.guide, x)
-        loss.backward()
-        results.append((loss.detach(), [p.grad.clone() for p in gtm.parameters()]))
-    (loss_a, grads_a), (loss_b, grads_b) = results
-    torch.testing.assert_close(loss_a, loss_b, rtol=1e-12, atol=0)
-    for a, b in zip(grads_a, grads_b, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 def test_one_particle_filter_is_the_importance_weight_of_the_same_draws():

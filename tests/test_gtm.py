@@ -44,6 +44,8 @@ def test_sites_follow_the_plate_conventions_with_vectorised_particles():
         ("introspective", {"weighting": "unnormalised", "sparsity": 0.1}),
         ("introspective", {"posterior": "flow", "prior": "student-t"}),
         ("vrnn", {}),
+        ("vrnn", {"frame_feedback": True}),
+        ("ntm", {"frame_feedback": True}),
     ],
 )
 @pytest.mark.parametrize("elbo", [Trace_ELBO, TraceMeanField_ELBO])
