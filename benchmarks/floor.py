@@ -12,11 +12,11 @@ One pass over ``t = 0, ..., T-1``:
 
     (h_t, \Psi_{t-1}) &= \texttt{gtm.path\_step}(\cdot) \\
     z_t &= \texttt{gtm.posterior}([\Psi_{t-1}, h_t], e(x_t)).\mathrm{rsample}() \\
-    \ell_t &= \log p(z_t \mid \Psi_{t-1}, h_t) - \log q(z_t \mid \Psi_{t-1}, h_t, x_t)
-             - \mathrm{penalty}_t
+    \ell_t &= - \log q(z_t \mid \Psi_{t-1}, h_t, x_t) - \mathrm{penalty}_t
 
-then one decoder call for all steps, :math:`\log p(x_t \mid z_t, \Psi_{t-1})` from
-``gtm.likelihood``, masked steps set to zero, and
+then one prior call and one decoder call for all steps, :math:`\log p(z_t \mid \Psi_{t-1},
+h_t)` and :math:`\log p(x_t \mid z_t, \Psi_{t-1})` from ``gtm.prior`` and ``gtm.likelihood``,
+masked steps set to zero, and
 
 .. math:: \mathcal{L} = -\sum_{b} \sum_t m_{bt}\,(\log p(x_{bt} \mid \cdot) + \ell_{bt})
 
@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import torch
 
+from pgtm.shapes import cat_steps
+
 __all__ = ["FloorTerms", "floor_loss", "floor_terms", "floor_step"]
 
 
@@ -41,11 +43,6 @@ class FloorTerms(dict):
     """
 
     __getattr__ = dict.__getitem__
-
-
-def _stack_time(per_step: list[torch.Tensor]) -> torch.Tensor:
-    """``T`` tensors ``[B, 1, D]`` -> ``[B, T, D]``."""
-    return torch.cat(per_step, dim=-2)
 
 
 def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> FloorTerms:
@@ -66,22 +63,21 @@ def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> Flo
     # back-propagate a full [B, T, F] gradient)
     features = gtm.encoder(x).split(1, dim=1)  # T x [B, 1, F]
     state = gtm.initial_state((batch, 1), x.device, x.dtype)
-    latents, contexts, log_p_z, log_q_z, penalties = [], [], [], [], []
+    latents, contexts, log_q_z, penalties = [], [], [], []
     for t in range(length):
         action = None if c is None else c[:, t : t + 1]
         step = gtm.path_step(state, action)
         posterior = gtm.posterior(step.context, features[t])
         z = posterior.rsample()  # [B, 1, Z]: the same draw as Pyro's guide site z_t
         log_q_z.append(posterior.log_prob(z))  # [B, 1]
-        log_p_z.append(gtm.prior(step.context).log_prob(z))
         if step.penalty is not None:
             penalties.append(step.penalty)
         state = gtm.next_state(step, z, features[t])
         latents.append(z)
         contexts.append(step.context)
-    decoder_input = torch.cat([_stack_time(latents), _stack_time(contexts)], dim=-1)
-    log_p_x = gtm.likelihood(gtm.decoder(decoder_input)).log_prob(x)  # [B, T]
-    log_p_z = torch.cat(log_p_z, dim=-1)
+    latents, contexts = cat_steps(latents), cat_steps(contexts)  # [B, T, Z], [B, T, C]
+    log_p_z = gtm.prior(contexts).log_prob(latents)  # [B, T]
+    log_p_x = gtm.likelihood(gtm.decoder(torch.cat([latents, contexts], dim=-1))).log_prob(x)
     log_q_z = torch.cat(log_q_z, dim=-1)
     penalty = torch.cat(penalties, dim=-1) if penalties else torch.zeros_like(log_p_z)
     if mask is not None:

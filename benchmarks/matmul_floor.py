@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 
 import torch
-from pyro.optim.clipped_adam import ClippedAdam
 from torch.profiler import ProfilerActivity, profile
 
 from pgtm.cli.allocator import keep_freed_memory
+from pgtm.inference.clipped_adam import MultiTensorClippedAdam
 from pgtm.inference.guarded_step import without_pyro_checks
 from pgtm.inference.objective import training_objective
 from pgtm.models import build_gtm
@@ -66,10 +66,10 @@ class Step:
                              network=network)
         self.floor_gtm = copy.deepcopy(self.gtm)
         self.objective, _ = training_objective(self.gtm, "trace", 1)
-        self.optimizer = ClippedAdam(list(self.gtm.parameters()), lr=LEARNING_RATE,
-                                     clip_norm=CLIP_NORM)
-        self.floor_optimizer = ClippedAdam(list(self.floor_gtm.parameters()), lr=LEARNING_RATE,
-                                           clip_norm=CLIP_NORM)
+        self.optimizer, self.floor_optimizer = (
+            MultiTensorClippedAdam(list(module.parameters()), lr=LEARNING_RATE,
+                                   clip_norm=CLIP_NORM)
+            for module in (self.gtm, self.floor_gtm))
         generator = torch.Generator().manual_seed(1)
         self.x = (torch.rand(batch, length, 1, 28, 28, generator=generator) < 0.2).float()
         self.parameters = sum(p.numel() for p in self.gtm.parameters())

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pyro.optim.clipped_adam import ClippedAdam
 from pyro.params.param_store import param_with_module_name
 
 from .checkpoint import FORMAT_VERSION, capture_rng_state, check_module_state
+from .clipped_adam import MultiTensorClippedAdam
 from .guarded_step import MODULE_NAME
 from .train_config import OPTIM_FIELDS, TRAJECTORY_FIELDS, TrainConfig
 
@@ -40,9 +40,10 @@ def seed_globals(seed: int) -> None:
     np.random.seed(derived % 2**32)  # noqa: NPY002 (legacy global state on purpose)
 
 
-def clipped_adam(gtm: torch.nn.Module, config: TrainConfig, lr_scale: float = 1.0) -> ClippedAdam:
-    """Pyro's ClippedAdam (a torch optimiser) over every trainable parameter of ``gtm``."""
-    return ClippedAdam([p for p in gtm.parameters() if p.requires_grad],
+def clipped_adam(gtm: torch.nn.Module, config: TrainConfig,
+                 lr_scale: float = 1.0) -> MultiTensorClippedAdam:
+    """Pyro's ClippedAdam (its multi-tensor form) over every trainable parameter of ``gtm``."""
+    return MultiTensorClippedAdam([p for p in gtm.parameters() if p.requires_grad],
                        lr=config.learning_rate * lr_scale, clip_norm=config.clip_norm,
                        lrd=config.lr_decay)
 
@@ -79,7 +80,7 @@ class TrainingState:
 
     :ivar step: completed steps.
     :ivar generator: the CPU batch generator.
-    :ivar optim: Pyro's ClippedAdam, a torch optimiser over the module's parameters.
+    :ivar optim: Pyro's ClippedAdam (multi-tensor), a torch optimiser over the module's parameters.
     :ivar losses: the loss of every step so far.
     :ivar seconds: training wall time before this call.
     :ivar csv_rows: rows of ``log.csv`` that belong to ``step`` (``None``: a fresh log).
@@ -89,7 +90,7 @@ class TrainingState:
 
     step: int
     generator: torch.Generator
-    optim: ClippedAdam
+    optim: MultiTensorClippedAdam
     losses: list[float]
     seconds: float
     csv_rows: int | None

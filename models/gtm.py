@@ -54,6 +54,7 @@ the posterior hook on the observed frames.
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import pyro
@@ -62,7 +63,7 @@ import torch
 from torch import nn
 
 from pgtm.checks import integer
-from pgtm.shapes import broadcast_leading, cat_features
+from pgtm.shapes import cat_features, cat_steps
 
 from .path import FollowedPath, GuidePath, PathState, PathStep
 
@@ -266,6 +267,7 @@ class GTM(nn.Module):
         guide = self._follow_guide(x, c, mask)
         # the guide validated these very tensors already
         x, c, mask = guide.checked_inputs or self.check_inputs(x, c, mask)
+        partial = _partial(mask)
         pyro.module("gtm", self)
         batch, length = x.shape[:2]
         features = [None] * length
@@ -279,24 +281,28 @@ class GTM(nn.Module):
             guide.start(memory_latents)
             state = self.initial_state((batch, 1), x.device, x.dtype, memory_state)
             for t in pyro.markov(range(length)):
-                step = guide.step(t, state) or self.path_step(state, self._action(c, t))
-                with poutine.mask(mask=mask[:, t : t + 1]):
-                    z = pyro.sample(f"z_{t}", self.prior(step.context))
+                followed = guide.step(t, state)
+                step = followed or self.path_step(state, self._action(c, t))
+                prior = guide.prior(t, self.prior) if followed else self.prior(step.context)
+                with _step_mask(partial, t):
+                    z = pyro.sample(f"z_{t}", prior)
                     if step.penalty is not None:
                         pyro.factor(f"penalty_{t}", -step.penalty)
                 state = self.next_state(step, z, features[t])
                 latents.append(z)
                 contexts.append(step.context)
-            decoder_input = cat_features(_stack_time(latents), _stack_time(contexts))
+            decoder_input = cat_features(cat_steps(latents), cat_steps(contexts))
             with pyro.plate("time", length, dim=-1):
                 likelihood = self.likelihood(self.decoder(decoder_input))
-                pyro.sample("x", likelihood.mask(mask), obs=x)
+                pyro.sample("x", likelihood if partial is None else likelihood.mask(partial),
+                            obs=x)
 
     def guide(self, x, c=None, mask=None):
         """The posterior :math:`q(z_{0:T} \\mid x_{0:T}) = \\prod_t q(z_t \\mid \\Psi_{t-1}, h_t,
         x_t)` (a Pyro program with the same signature as :meth:`model`)."""
         inputs = (x, c, mask)
         x, c, mask = self.check_inputs(x, c, mask)
+        partial = _partial(mask)
         pyro.module("gtm", self)
         batch, length = x.shape[:2]
         # all frames in one encoder call; split once, as T slices would each back-propagate a
@@ -312,7 +318,7 @@ class GTM(nn.Module):
             state = self.initial_state((batch, 1), x.device, x.dtype, memory_state)
             for t in pyro.markov(range(length)):
                 step = self.path_step(state, self._action(c, t))
-                with poutine.mask(mask=mask[:, t : t + 1]):
+                with _step_mask(partial, t):
                     posterior = self.posterior(step.context, features[t])
                     z = pyro.sample(f"z_{t}", posterior)
                 path.steps.append(step)
@@ -442,6 +448,17 @@ class GTM(nn.Module):
         return Generated(frames, path.latents, path.weights, path.gates, path.write_weights)
 
 
+def _partial(mask: torch.Tensor) -> torch.Tensor | None:
+    """``mask``, or ``None`` when it observes every step: a full mask is left out of the sites,
+    where it would cost masking ops at every site and step for nothing."""
+    return None if bool(mask.all()) else mask
+
+
+def _step_mask(partial: torch.Tensor | None, t: int):
+    """The sites of step ``t`` under the mask ``partial`` (``None``: nothing to mask)."""
+    return contextlib.nullcontext() if partial is None else poutine.mask(mask=partial[:, t : t + 1])
+
+
 def _draw(distribution, what: str, reparameterised: bool) -> torch.Tensor:
     if not reparameterised:
         return distribution.sample()
@@ -451,6 +468,3 @@ def _draw(distribution, what: str, reparameterised: bool) -> torch.Tensor:
     return distribution.rsample()
 
 
-def _stack_time(per_step: list[torch.Tensor]) -> torch.Tensor:
-    """``T`` tensors ``[*batch, 1, D]`` -> ``[*batch, T, D]`` (broadcasting leading dims)."""
-    return torch.cat(broadcast_leading(*per_step, event_dims=2), dim=-2)

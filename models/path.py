@@ -60,6 +60,7 @@ class FollowedPath:
         self.path = path
         #: the guide's encoder features of the frames, kept for frame feedback
         self.features = None if path is None else path.features
+        self._priors: list | None = None
 
     @property
     def checked_inputs(self) -> tuple | None:
@@ -77,6 +78,14 @@ class FollowedPath:
             return self.path.steps[t]
         self.path = None
         return None
+
+    def prior(self, t: int, prior) -> object:
+        """The prior of the guide's step ``t`` (just returned by :meth:`step`): at the first
+        call, ``prior.over_steps`` runs once on the contexts of all the guide's steps, so the
+        prior network sees every step in one batch instead of one call per step."""
+        if self._priors is None:
+            self._priors = prior.over_steps([step.context for step in self.path.steps])
+        return self._priors[t]
 
 
 def same_latents(latents: tuple, guide_latents: tuple) -> bool:

@@ -14,6 +14,7 @@ import pyro.distributions.transforms as T
 import torch
 from torch import nn
 
+from pgtm.elementwise import ELU
 from pgtm.models.priors import location_scale_net, split_location_scale
 from pgtm.shapes import cat_features
 
@@ -68,7 +69,7 @@ class FlowPosterior(Posterior):
         if latent_size < 2:
             raise ValueError(f"FlowPosterior needs latent_size >= 2, got {latent_size}")
         self.summary = nn.Sequential(
-            nn.Linear(context_size + feature_size, hidden_size), nn.ELU()
+            nn.Linear(context_size + feature_size, hidden_size), ELU()
         )
         self.base = nn.Linear(hidden_size, 2 * latent_size)
         self.flows = nn.ModuleList(

@@ -14,6 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.elementwise import ELU
+from pgtm.shapes import cat_steps
+
 _MIN_SCALE = 1e-3
 
 
@@ -28,11 +31,18 @@ class Prior(nn.Module):
     def forward(self, context: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
 
+    def over_steps(self, contexts: list[torch.Tensor]) -> list[dist.TorchDistribution]:
+        """The prior of each of ``T`` steps from their contexts (``T`` tensors ``[*batch, 1,
+        context_size]``). This calls :meth:`forward` step by step; a prior whose network can
+        take all steps at once overrides it (the model uses it when it replays the guide's
+        path, whose contexts are all known)."""
+        return [self(context) for context in contexts]
+
 
 def location_scale_net(input_size: int, output_size: int, hidden_size: int) -> nn.Module:
     """An MLP producing ``2 * output_size`` numbers: a location and a pre-softplus scale."""
     return nn.Sequential(
-        nn.Linear(input_size, hidden_size), nn.ELU(), nn.Linear(hidden_size, 2 * output_size)
+        nn.Linear(input_size, hidden_size), ELU(), nn.Linear(hidden_size, 2 * output_size)
     )
 
 
@@ -51,6 +61,11 @@ class LearnedGaussianPrior(Prior):
     def forward(self, context):
         loc, scale = split_location_scale(self.net(context))
         return dist.Normal(loc, scale).to_event(1)
+
+    def over_steps(self, contexts):
+        loc, scale = split_location_scale(self.net(cat_steps(contexts)))
+        return [dist.Normal(*step).to_event(1)
+                for step in zip(loc.split(1, dim=-2), scale.split(1, dim=-2), strict=True)]
 
 
 class StandardNormalPrior(Prior):

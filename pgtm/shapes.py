@@ -23,14 +23,25 @@ def broadcast_leading(*tensors: torch.Tensor, event_dims: int | tuple[int, ...] 
         event_dims = (event_dims,) * len(tensors)
     batch_shapes = [t.shape[: t.dim() - e] for t, e in zip(tensors, event_dims, strict=True)]
     batch = torch.broadcast_shapes(*batch_shapes)
+    # a tensor already of the common shape is passed on as it is: an expand to its own shape
+    # would still cost an op and a backward node, at every step of every sequence
     return [
-        t.expand(batch + t.shape[t.dim() - e :]) for t, e in zip(tensors, event_dims, strict=True)
+        t if t.shape[: t.dim() - e] == batch else t.expand(batch + t.shape[t.dim() - e :])
+        for t, e in zip(tensors, event_dims, strict=True)
     ]
 
 
 def cat_features(*tensors: torch.Tensor) -> torch.Tensor:
-    """Concatenate along the last dim after broadcasting the leading dims."""
-    return torch.cat(broadcast_leading(*tensors, event_dims=1), dim=-1)
+    """Concatenate along the last dim after broadcasting the leading dims (parts of width 0,
+    e.g. the read of a model without memory, are left out)."""
+    parts = broadcast_leading(*tensors, event_dims=1)
+    kept = [t for t in parts if t.shape[-1]] or parts[:1]
+    return kept[0] if len(kept) == 1 else torch.cat(kept, dim=-1)
+
+
+def cat_steps(per_step) -> torch.Tensor:
+    """``T`` tensors ``[*batch, 1, D]`` -> ``[*batch, T, D]`` (broadcasting leading dims)."""
+    return torch.cat(broadcast_leading(*per_step, event_dims=2), dim=-2)
 
 
 def apply_flat(module, x: torch.Tensor, event_dims: int) -> torch.Tensor:

@@ -43,7 +43,7 @@ def test_rollback_reloads_the_checkpoint_and_lowers_the_learning_rate(tmp_path):
     assert [(r["diverged_at"], r["resumed_from"], r["lr_scale"]) for r in records] == [
         (5, 4, 0.5)
     ]
-    assert records[0]["reason"].startswith("invalid distribution parameter")
+    assert records[0]["reason"] == "non-finite loss"  # step 5 is not checked: no validation
     ckpt = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
     assert ckpt["lr_scale"] == 0.5 and ckpt["rollbacks"] == records
     lrs = [g["lr"] for g in ckpt["optim"]["param_groups"]]

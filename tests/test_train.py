@@ -299,16 +299,16 @@ def test_register_module_makes_store_reference_module():
 
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN")
-@pytest.mark.parametrize("validate", [True, False])
-def test_divergence_keeps_last_good_checkpoint_and_resume_is_exact(tmp_path, validate):
-    # validate=True: the NaN surfaces as torch's distribution-validation ValueError;
-    # validate=False: as a NaN loss.
+@pytest.mark.parametrize("check_every_step", [True, False])
+def test_divergence_keeps_last_good_checkpoint_and_resume_is_exact(tmp_path, check_every_step):
+    # checked step: the NaN surfaces as torch's distribution-validation ValueError;
+    # unchecked (the steps after the first of a shape): as a NaN loss.
     task = TinyTask()
-    cfg = _cfg(tmp_path / "run", checkpoint_every=4)
+    cfg = _cfg(tmp_path / "run", checkpoint_every=4, check_every_step=check_every_step)
     ckpt = tmp_path / "run" / CHECKPOINT_NAME
 
     bad = TinyGTM(seed=0, nan_at=6)  # model call 6 == step 6 (one particle)
-    with pytest.raises(TrainingDiverged) as info, pyro.validation_enabled(validate):
+    with pytest.raises(TrainingDiverged) as info:
         train(bad, task, cfg)
     err = info.value
     assert err.step == 6 and math.isnan(err.loss)
@@ -329,7 +329,8 @@ def test_divergence_keeps_last_good_checkpoint_and_resume_is_exact(tmp_path, val
     train(resumed, task, cfg)
     pyro.clear_param_store()
     full = TinyGTM(seed=0)
-    train(full, task, _cfg(tmp_path / "full", checkpoint_every=4))
+    train(full, task, _cfg(tmp_path / "full", checkpoint_every=4,
+                           check_every_step=check_every_step))
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert [int(r["step"]) for r in _csv(tmp_path / "run" / "log.csv")] == list(range(1, 9))

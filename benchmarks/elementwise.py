@@ -1,0 +1,91 @@
+"""Elementwise kernels on this CPU: torch's ELU against :func:`pgtm.elementwise.elu`.
+
+Times (nanoseconds per element, medians of interleaved repetitions, one thread) ``exp``,
+``log``, ``log1p`` and ``expm1`` on a step's frames (B = 32, T = 15, 28x28), and forward +
+backward of the ELU of the prior's hidden layer over a step ([480, 256]): torch's ``F.elu``
+against :func:`pgtm.elementwise.elu`. Writes ``<out>/summary.{json,md}``::
+
+    python benchmarks/elementwise.py --out results/elementwise
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from pgtm.elementwise import elu
+
+
+def _median_ns_per_element(calls: dict, elements: int, repeats: int) -> dict[str, float]:
+    times = {name: [] for name in calls}
+    for _ in range(3):
+        for call in calls.values():
+            call()
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e9 * statistics.median(t) / elements for name, t in times.items()}
+
+
+def _forward_backward(fn, *inputs):
+    def call():
+        leaves = [t.detach().requires_grad_(i == 0) for i, t in enumerate(inputs)]
+        fn(*leaves).sum().backward()
+    return call
+
+
+def measure(repeats: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(32 * 15, 784, generator=generator)
+    positive = logits.abs() + 0.5
+    fraction = torch.rand(logits.shape, generator=generator)
+    kernels = _median_ns_per_element({
+        "exp": lambda: logits.exp(), "log": lambda: positive.log(),
+        "log1p": lambda: fraction.log1p(), "expm1": lambda: logits.expm1(),
+    }, logits.numel(), repeats)
+    hidden = torch.randn(32 * 15, 256, generator=generator)
+    elus = _median_ns_per_element({"torch": _forward_backward(F.elu, hidden),
+                                   "pgtm": _forward_backward(elu, hidden)},
+                                  hidden.numel(), repeats)
+    return {"kernels_ns_per_element": kernels, "elu_ns_per_element": elus}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = measure(args.repeats)
+    results["environment"] = {
+        "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.processor() or platform.machine(),
+        "load_average": list(os.getloadavg()),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["# Elementwise kernels: torch's ELU and pgtm's", "",
+             "Command: `python benchmarks/elementwise.py --out " + str(args.out) + "`; torch "
+             f"{torch.__version__}, CPU capability {results['environment']['cpu_capability']}, "
+             "one thread; nanoseconds per element, forward + backward for the ELU.", "",
+             "| kernel | torch | pgtm |", "|---|---:|---:|"]
+    for name, value in results["kernels_ns_per_element"].items():
+        lines.append(f"| {name} | {value:.2f} | |")
+    elus = results["elu_ns_per_element"]
+    lines.append(f"| ELU [480, 256] | {elus['torch']:.2f} | {elus['pgtm']:.2f} |")
+    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
