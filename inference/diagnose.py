@@ -54,8 +54,8 @@ def loss_terms(gtm, x: torch.Tensor, c: torch.Tensor | None = None,
     prior_scales, posterior_scales = [], []
     reconstruction, penalty, latent_max = 0.0, 0.0, 0.0
     for name, site in model.nodes.items():
-        if site["type"] != "sample":
-            continue
+        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+            continue  # a plate's subsample site is no latent variable
         if name.startswith("penalty"):
             penalty -= float(site["log_prob"].sum())
         elif site["is_observed"]:

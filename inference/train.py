@@ -51,7 +51,12 @@ from tqdm.auto import tqdm
 
 from pgtm.io import save_json
 
-from .checkpoint import CheckpointRing, load_checkpoint, restore_rng_state
+from .checkpoint import (
+    CheckpointRing,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+)
 from .diagnose import describe_terms, loss_terms
 from .distributed import all_states, any_rank, rank_seed, ranks, sum_over_ranks
 from .guarded_step import (
@@ -239,9 +244,12 @@ def train(
         return _train(gtm, task, config, evaluate_fn, resume, regulariser)
 
 
-def _split_loss(gtm, batch) -> dict[str, Any]:
-    """:func:`loss_terms` of a diverged step's batch (a fresh draw, the same parameters), or the
-    first line of the error when the parameters are no longer valid distribution parameters."""
+def _split_loss(gtm, batch, draws: dict[str, Any], device) -> dict[str, Any]:
+    """:func:`loss_terms` of a diverged step's batch, with the step's own random draws (the
+    generators as they were before it, ``draws``; the parameters are unchanged), so that an
+    explosion caused by one unlucky sample shows in the terms; or the first line of the error
+    when the parameters are no longer valid distribution parameters."""
+    restore_rng_state(draws, device)
     try:
         return loss_terms(gtm, batch.x, batch.c, batch.mask)
     except ValueError as error:
@@ -335,6 +343,7 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
             set_beta(objective, scaler, beta)
             batch = _batch_to(task.sample(local_batch, "train", state.generator), device)
             shape = tuple(batch.x.shape[:2])
+            draws = capture_rng_state(device)  # to replay this step's draws if it diverges
             try:
                 result = guarded_step(
                     step_objective, batch, step=step, gtm=gtm, params=params,
@@ -345,7 +354,7 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                     loss_scale=float(where.world), total=sum_over_ranks,
                 )
             except StepDiverged as diverged:
-                terms = _split_loss(gtm, batch)
+                terms = _split_loss(gtm, batch, draws, device)
                 can_roll_back = (config.on_divergence == "rollback" and checkpoint_step is not None
                                  and len(state.rollbacks) < config.max_rollbacks)
                 if not can_roll_back:

@@ -56,4 +56,27 @@ def test_every_rollback_records_the_terms_of_the_diverged_batch(tmp_path):
         train(TinyGTM(nan_at=5), TinyTask(), _cfg(tmp_path, on_divergence="rollback"))
     record, = json.loads((tmp_path / "rollbacks.json").read_text())["rollbacks"]
     assert set(record["terms"]) >= {"reconstruction", "kl", "penalty", "prior_scale_min"}
-    assert record["terms"]["largest_kl_site"] in ("z_0", "z_1")
+    assert record["terms"]["largest_kl_site"] in ("z_0", "z_1")  # not the plate's site
+
+
+class _RecordingGTM(TinyGTM):
+    """TinyGTM that keeps the first latent of every guide draw."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.first_latents = []
+
+    def guide(self, x, c=None, mask=None):
+        with pyro.poutine.trace() as tracer:
+            super().guide(x, c, mask)
+        self.first_latents.append(tracer.trace.nodes["z_0"]["value"].detach().clone())
+
+
+def test_the_terms_are_those_of_the_diverged_steps_own_draw(tmp_path):
+    # step 5 diverges; the diagnosis (the next guide draw) must replay step 5's draws, not draw
+    # afresh, or an explosion caused by one unlucky sample would not show in its terms
+    gtm = _RecordingGTM(nan_at=5)
+    with pytest.warns(UserWarning, match="rolled back"):
+        train(gtm, TinyTask(), _cfg(tmp_path, on_divergence="rollback"))
+    step_4, step_5, diagnosis = gtm.first_latents[3:6]
+    assert torch.equal(diagnosis, step_5) and not torch.equal(step_5, step_4)
