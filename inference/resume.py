@@ -44,8 +44,8 @@ def clipped_adam(gtm: torch.nn.Module, config: TrainConfig,
                  lr_scale: float = 1.0) -> MultiTensorClippedAdam:
     """Pyro's ClippedAdam (its multi-tensor form) over every trainable parameter of ``gtm``."""
     return MultiTensorClippedAdam([p for p in gtm.parameters() if p.requires_grad],
-                       lr=config.learning_rate * lr_scale, clip_norm=config.clip_norm,
-                       lrd=config.lr_decay)
+                                  lr=config.learning_rate * lr_scale, clip_norm=config.clip_norm,
+                                  lrd=config.lr_decay)
 
 
 def _with_hparams(state: dict[str, Any], config: TrainConfig, step: int,

@@ -38,8 +38,10 @@ why the latent sites carry a trailing singleton dimension. Penalties of the memo
 When the model replays the guide's latents (``Trace_ELBO``, ``TraceMeanField_ELBO``,
 ``RenyiELBO``, IWAE evaluation), it reuses the path the guide computed instead of recomputing
 it: at step ``t`` the model takes the guide's step if every latent it has seen so far is the
-very tensor the guide sampled (an identity test, so the reuse is exact). Run on its own (prior
-samples, ``render_model``) the model computes its own path. ``reuse_path=False`` turns this off.
+very tensor the guide sampled (an identity test, so the reuse is exact); the prior of those
+steps comes from one call of :meth:`~pgtm.models.priors.Prior.over_steps` on all the guide's
+contexts. Run on its own (prior samples, ``render_model``) the model computes its own path.
+``reuse_path=False`` turns this off.
 
 **A memory that is a latent variable.** The memory state of each sequence is started by the
 memory's hooks (:class:`~pgtm.memories.base.Memory`): ``memory.prior_initial_state((B, 1))`` in

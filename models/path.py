@@ -79,7 +79,7 @@ class FollowedPath:
         self.path = None
         return None
 
-    def prior(self, t: int, prior) -> object:
+    def prior(self, t: int, prior) -> torch.distributions.Distribution:
         """The prior of the guide's step ``t`` (just returned by :meth:`step`): at the first
         call, ``prior.over_steps`` runs once on the contexts of all the guide's steps, so the
         prior network sees every step in one batch instead of one call per step."""
