@@ -11,7 +11,7 @@ What is timed (one *step* = forward + backward + ClippedAdam update, as ``SVI.st
 
 * ``pyro``: ``SVI(gtm.model, gtm.guide, pyro.optim.ClippedAdam, Trace_ELBO(max_plate_nesting=2))``
   stepped as ``pgtm train`` steps it once a batch shape has been checked: Pyro's own per-site
-  checks off, torch's distribution validation on (``pyro_checked``: Pyro's checks on every step,
+  checks and the distributions' argument validation off (``pyro_checked``: both on every step,
   Pyro's default);
 * ``floor``: :func:`floor.floor_step` -- the same modules scored by hand
   (``benchmarks/floor.py``), with the torch optimiser Pyro's ``ClippedAdam`` wraps

@@ -312,8 +312,8 @@ class Pair:
 
     def pyro(self, x, c=None, mask=None) -> float:
         """``SVI.step`` as ``pgtm train`` runs it after the first step of a batch shape:
-        Pyro's own checks off (:func:`~pgtm.inference.train.without_pyro_checks`), torch's
-        distribution validation on."""
+        Pyro's checks off (:func:`~pgtm.inference.train.without_pyro_checks`: its per-site
+        checks and the distributions' argument validation)."""
         with without_pyro_checks():
             return self.svi.step(x, c=c, mask=mask)
 
