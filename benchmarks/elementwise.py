@@ -14,8 +14,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
@@ -23,18 +22,13 @@ from torch.nn import functional as F
 
 from pgtm.elementwise import elu
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from matmul_floor import interleaved  # noqa: E402
+
 
 def _median_ns_per_element(calls: dict, elements: int, repeats: int) -> dict[str, float]:
-    times = {name: [] for name in calls}
-    for _ in range(3):
-        for call in calls.values():
-            call()
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e9 * statistics.median(t) / elements for name, t in times.items()}
+    return {name: 1e9 * seconds / elements
+            for name, seconds in interleaved(calls, repeats, warmup=3).items()}
 
 
 def _forward_backward(fn, *inputs):
