@@ -125,6 +125,7 @@ def build_gtm(
     likelihood="bernoulli",
     orthogonal_init: bool = False,
     frame_feedback: bool = False,
+    min_scale: float | None = None,
     reuse_path: bool = True,
     **memory_options,
 ) -> GTM:
@@ -154,6 +155,9 @@ def build_gtm(
     :param likelihood: name in :data:`~pgtm.models.likelihoods.LIKELIHOODS` or a subclass.
     :param frame_feedback: feed the previous frame's encoder features to the controller (with
         ``"vrnn"``: the VRNN of the paper's Fig. 1a; see :class:`~pgtm.models.gtm.GTM`).
+    :param min_scale: the floor of the prior's and the posterior's scales, > 0 (default: each
+        class's own, 1e-3 for the built-in ones); both classes must take a ``min_scale``
+        argument. A larger floor bounds the KL a collapsing prior scale can reach.
     :param memory_options: passed to the memory (e.g. ``num_heads``, ``weighting``, ``sparsity``).
     :raises ValueError: unknown parts, bad sizes, or a budget no controller size meets.
     """
@@ -162,7 +166,7 @@ def build_gtm(
         "action_size": action_size, "latent_size": latent_size, "feature_size": feature_size,
         "network": network, "prior": prior, "posterior": posterior, "likelihood": likelihood,
         "orthogonal_init": orthogonal_init, "frame_feedback": frame_feedback,
-        "reuse_path": reuse_path, **memory_options,
+        "min_scale": min_scale, "reuse_path": reuse_path, **memory_options,
     }
     if parameter_budget is not None:
         if controller_size is not None:
@@ -249,6 +253,7 @@ def _assemble(
     likelihood,
     orthogonal_init,
     frame_feedback,
+    min_scale,
     reuse_path,
     **memory_options,
 ) -> GTM:
@@ -260,6 +265,14 @@ def _assemble(
     prior_cls = resolve("prior", prior, PRIORS)
     posterior_cls = resolve("posterior", posterior, POSTERIORS)
     likelihood_cls = resolve("likelihood", likelihood, LIKELIHOODS)
+    floor = {}
+    if min_scale is not None:
+        for kind, name, cls in (("prior", prior, prior_cls),
+                                ("posterior", posterior, posterior_cls)):
+            if "min_scale" not in _constructor_arguments(cls):
+                raise ValueError(f"min_scale: the {kind} {name!r} has no scale floor to set "
+                                 "(its constructor takes no min_scale)")
+        floor["min_scale"] = min_scale
     if network == "auto":
         network = "conv" if _is_image(frame_shape) else "mlp"
     if network not in NETWORKS:
@@ -303,8 +316,8 @@ def _assemble(
         latent_size=latent_size,
         controller=controller,
         memory=mem,
-        prior=prior_cls(context_size, latent_size),
-        posterior=posterior_cls(context_size, feature_size, latent_size),
+        prior=prior_cls(context_size, latent_size, **floor),
+        posterior=posterior_cls(context_size, feature_size, latent_size, **floor),
         likelihood=likelihood_module,
         encoder=encoder,
         decoder=decoder,

@@ -15,7 +15,12 @@ import torch
 from torch import nn
 
 from pgtm.elementwise import ELU
-from pgtm.models.priors import location_scale_net, split_location_scale
+from pgtm.models.priors import (
+    DEFAULT_MIN_SCALE,
+    checked_min_scale,
+    location_scale_net,
+    split_location_scale,
+)
 from pgtm.shapes import cat_features
 
 
@@ -34,14 +39,17 @@ class Posterior(nn.Module):
 
 class DiagonalGaussianPosterior(Posterior):
     r""":math:`\mathcal{N}(\mu, \mathrm{diag}\,\sigma^2)` with both computed by an MLP of
-    :math:`[\Psi_{t-1}, h_t, e(x_t)]`."""
+    :math:`[\Psi_{t-1}, h_t, e(x_t)]`, :math:`\sigma \ge` ``min_scale``."""
 
-    def __init__(self, context_size, feature_size, latent_size, hidden_size: int = 256):
+    def __init__(self, context_size, feature_size, latent_size, hidden_size: int = 256,
+                 min_scale: float = DEFAULT_MIN_SCALE):
         super().__init__(context_size, feature_size, latent_size)
         self.net = location_scale_net(context_size + feature_size, latent_size, hidden_size)
+        self.min_scale = checked_min_scale(min_scale)
 
     def forward(self, context, features):
-        loc, scale = split_location_scale(self.net(cat_features(context, features)))
+        loc, scale = split_location_scale(self.net(cat_features(context, features)),
+                                          self.min_scale)
         return dist.Normal(loc, scale).to_event(1)
 
 
@@ -64,6 +72,7 @@ class FlowPosterior(Posterior):
         hidden_size: int = 256,
         num_flows: int = 2,
         flow_hidden_size: int = 64,
+        min_scale: float = DEFAULT_MIN_SCALE,
     ):
         super().__init__(context_size, feature_size, latent_size)
         if latent_size < 2:
@@ -72,6 +81,7 @@ class FlowPosterior(Posterior):
             nn.Linear(context_size + feature_size, hidden_size), ELU()
         )
         self.base = nn.Linear(hidden_size, 2 * latent_size)
+        self.min_scale = checked_min_scale(min_scale)
         self.flows = nn.ModuleList(
             T.conditional_affine_coupling(latent_size, hidden_size, [flow_hidden_size])
             for _ in range(num_flows)
@@ -83,7 +93,7 @@ class FlowPosterior(Posterior):
 
     def forward(self, context, features):
         summary = self.summary(cat_features(context, features))
-        loc, scale = split_location_scale(self.base(summary))
+        loc, scale = split_location_scale(self.base(summary), self.min_scale)
         transforms = []
         for i, flow in enumerate(self.flows):
             if i > 0:

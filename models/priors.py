@@ -14,10 +14,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.checks import number
 from pgtm.elementwise import ELU
 from pgtm.shapes import cat_steps
 
-_MIN_SCALE = 1e-3
+#: the floor added to every learned scale (prior and posterior), unless ``min_scale`` is given
+DEFAULT_MIN_SCALE = 1e-3
 
 
 class Prior(nn.Module):
@@ -46,24 +48,36 @@ def location_scale_net(input_size: int, output_size: int, hidden_size: int) -> n
     )
 
 
-def split_location_scale(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def split_location_scale(
+    out: torch.Tensor, min_scale: float = DEFAULT_MIN_SCALE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""A location and a scale :math:`\mathrm{softplus}(\cdot) + ` ``min_scale`` from the two
+    halves of ``out``'s last dim."""
     loc, raw_scale = out.chunk(2, dim=-1)
-    return loc, F.softplus(raw_scale) + _MIN_SCALE
+    return loc, F.softplus(raw_scale) + min_scale
+
+
+def checked_min_scale(min_scale: float) -> float:
+    """``min_scale`` > 0: a scale floor (a floor of 0 lets a KL term overflow)."""
+    return number("min_scale", min_scale, 0, low_open=True)
 
 
 class LearnedGaussianPrior(Prior):
-    r"""The paper's prior: :math:`\mathcal{N}(\mu(\Psi, h), \mathrm{diag}\,\sigma^2(\Psi, h))`."""
+    r"""The paper's prior: :math:`\mathcal{N}(\mu(\Psi, h), \mathrm{diag}\,\sigma^2(\Psi, h))`,
+    :math:`\sigma \ge` ``min_scale``."""
 
-    def __init__(self, context_size: int, latent_size: int, hidden_size: int = 256):
+    def __init__(self, context_size: int, latent_size: int, hidden_size: int = 256,
+                 min_scale: float = DEFAULT_MIN_SCALE):
         super().__init__(context_size, latent_size)
         self.net = location_scale_net(context_size, latent_size, hidden_size)
+        self.min_scale = checked_min_scale(min_scale)
 
     def forward(self, context):
-        loc, scale = split_location_scale(self.net(context))
+        loc, scale = split_location_scale(self.net(context), self.min_scale)
         return dist.Normal(loc, scale).to_event(1)
 
     def over_steps(self, contexts):
-        loc, scale = split_location_scale(self.net(cat_steps(contexts)))
+        loc, scale = split_location_scale(self.net(cat_steps(contexts)), self.min_scale)
         return [dist.Normal(*step).to_event(1)
                 for step in zip(loc.split(1, dim=-2), scale.split(1, dim=-2), strict=True)]
 
@@ -78,15 +92,18 @@ class StandardNormalPrior(Prior):
 
 class StudentTPrior(Prior):
     r"""Heavy-tailed: :math:`\mathrm{StudentT}(\nu, \mu(\Psi, h), \sigma(\Psi, h))` per dimension
-    with one learned :math:`\nu > 2` per latent dimension (finite variance)."""
+    with one learned :math:`\nu > 2` per latent dimension (finite variance),
+    :math:`\sigma \ge` ``min_scale``."""
 
-    def __init__(self, context_size: int, latent_size: int, hidden_size: int = 256):
+    def __init__(self, context_size: int, latent_size: int, hidden_size: int = 256,
+                 min_scale: float = DEFAULT_MIN_SCALE):
         super().__init__(context_size, latent_size)
         self.net = location_scale_net(context_size, latent_size, hidden_size)
         self.raw_df = nn.Parameter(torch.full((latent_size,), 2.0))
+        self.min_scale = checked_min_scale(min_scale)
 
     def forward(self, context):
-        loc, scale = split_location_scale(self.net(context))
+        loc, scale = split_location_scale(self.net(context), self.min_scale)
         df = (F.softplus(self.raw_df) + 2.0).expand(loc.shape)
         return dist.StudentT(df, loc, scale).to_event(1)
 

@@ -108,6 +108,28 @@ def test_paper_experiments_refuses_an_unknown_experiment(tmp_path):
     assert run.returncode == 2 and "unknown experiment no-such-experiment" in run.stderr
 
 
+def test_paper_experiments_passes_a_variants_options_and_keeps_its_runs_apart(tmp_path):
+    """A stand-in ``pgtm`` on the PATH records each command the script issues."""
+    fake = tmp_path / "bin" / "pgtm"
+    fake.parent.mkdir()
+    fake.write_text('#!/usr/bin/env bash\necho "$@" >> "$PGTM_CALLS"\n')
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+           "PGTM_CALLS": str(calls)}
+    script = str(EXAMPLES / "studies" / "paper_experiments.sh")
+    for extra in ([], ["--", "--min-scale", "0.01"]):
+        subprocess.run(["bash", script, "data", "10", "1", "parity-l10", "dnc", "vrnn-x", *extra],
+                       check=True, env=env, cwd=tmp_path)
+    plain_dnc, plain_vrnn, variant_dnc, variant_vrnn = calls.read_text().splitlines()
+    assert "--out runs/paper/parity-l10/dnc/seed1" in plain_dnc
+    assert "--min-scale" not in plain_dnc + plain_vrnn
+    assert "--model vrnn --frame-feedback" in plain_vrnn and "--frame-feedback" in variant_vrnn
+    for call, model in ((variant_dnc, "dnc"), (variant_vrnn, "vrnn-x")):
+        assert "--min-scale 0.01" in call
+        assert f"--out runs/paper-variants/min-scale-0.01/parity-l10/{model}/seed1" in call
+
+
 def test_paper_report_summarises_finished_and_running_runs(tmp_path):
     """A finished run (results.json, a rollback) and one still training (log.csv only)."""
     runs = tmp_path / "runs"

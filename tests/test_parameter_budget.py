@@ -49,7 +49,7 @@ def _parts(**options) -> dict:
         "frame_shape": (1, 28, 28), "sequence_length": 15, "action_size": 0, "latent_size": 32,
         "feature_size": 256, "network": "auto", "prior": "learned-gaussian",
         "posterior": "gaussian", "likelihood": "bernoulli", "orthogonal_init": False,
-        "frame_feedback": False, "reuse_path": True,
+        "frame_feedback": False, "min_scale": None, "reuse_path": True,
     }
     return {**parts, **options}
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper's experiments (Gemici et al. 2017, section 5), parameter-matched models.
 #
-#   bash examples/studies/paper_experiments.sh DATA_DIR STEPS SEED EXPERIMENT [MODEL ...]
+#   bash examples/studies/paper_experiments.sh DATA_DIR STEPS SEED EXPERIMENT [MODEL ...] \
+#       [-- PGTM_TRAIN_OPTION ...]
 #
 # EXPERIMENT: perfect-recall-l10, perfect-recall-l20, perfect-recall-l50, parity-l10,
 # parity-l20, parity-l50, one-shot, dynamic-dependency, similarity-cued, navigation,
@@ -14,6 +15,9 @@
 # the same command with a larger STEPS continues each run exactly from its checkpoint. A loss
 # explosion rolls back to the last kept checkpoint at half the learning rate (at most 3 times;
 # rollbacks.json in the run folder records them) instead of stopping the run.
+# Options after "--" are added to every pgtm train command and make a variant: its runs go to
+# runs/paper-variants/VARIANT/EXPERIMENT/MODEL/seedSEED, VARIANT the options joined by "-"
+# without their dashes (e.g. "-- --min-scale 0.01": min-scale-0.01).
 set -euo pipefail
 
 data_dir=${1:?DATA_DIR}
@@ -21,8 +25,16 @@ steps=${2:?STEPS}
 seed=${3:?SEED}
 experiment=${4:?EXPERIMENT}
 shift 4
-models=("$@")
+models=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do models+=("$1"); shift; done
+[ $# -gt 0 ] && shift  # the "--"
+options=("$@")
 [ ${#models[@]} -gt 0 ] || models=(vrnn introspective ntm lru dnc)
+root=runs/paper
+if [ ${#options[@]} -gt 0 ]; then
+  variant_name=$(printf '%s\n' "${options[@]}" | sed 's/^--//' | paste -sd- -)
+  root=runs/paper-variants/$variant_name
+fi
 
 network=mlp
 case "$experiment" in
@@ -43,9 +55,10 @@ esac
 for model in "${models[@]}"; do
   variant=()
   [ "$model" = vrnn-x ] && variant=(--frame-feedback)
-  pgtm train "${task[@]}" --model "${model%-x}" "${variant[@]}" --data-dir "$data_dir" \
+  pgtm train "${task[@]}" --model "${model%-x}" "${variant[@]}" "${options[@]}" \
+    --data-dir "$data_dir" \
     --parameter-budget 1860000 --network "$network" --steps "$steps" --seed "$seed" --threads 1 \
     --batch-size 32 --learning-rate 1e-3 --eval-every 500 --checkpoint-every 500 \
     --log-every 50 --on-divergence rollback --no-progress \
-    --out "runs/paper/$experiment/$model/seed$seed"
+    --out "$root/$experiment/$model/seed$seed"
 done

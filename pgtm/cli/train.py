@@ -66,6 +66,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="feed the previous frame's encoder features to the controller "
                        "(with --model vrnn: the paper's VRNN, its Fig. 1a); default: the "
                        "controller sees latents and memory reads only, as the paper's GTMMs")
+    group.add_argument("--min-scale", type=number(0, low_open=True), default=None,
+                       help="floor added to the Gaussian prior's and posterior's scales, > 0 "
+                       "(default 1e-3); a larger one bounds the KL when a prior's scale "
+                       "collapses")
 
 
 #: memory options with a flag of their own (``--num-heads`` ...), for any memory that takes them
@@ -141,6 +145,8 @@ def model_options_from_args(args) -> dict:
     }
     if args.frame_feedback:  # only when asked, so that earlier runs resume with the same options
         options["frame_feedback"] = True
+    if args.min_scale is not None:
+        options["min_scale"] = args.min_scale
     if args.parameter_budget is None:
         size = args.controller_size
         options["controller_size"] = DEFAULT_CONTROLLER_SIZE if size is None else size
