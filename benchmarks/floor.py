@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from pgtm.shapes import cat_steps
+from pgtm.unrolled_linear import unrolling
 
 __all__ = ["FloorTerms", "floor_loss", "floor_terms", "floor_step"]
 
@@ -64,17 +65,18 @@ def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> Flo
     features = gtm.encoder(x).split(1, dim=1)  # T x [B, 1, F]
     state = gtm.initial_state((batch, 1), x.device, x.dtype)
     latents, contexts, log_q_z, penalties = [], [], [], []
-    for t in range(length):
-        action = None if c is None else c[:, t : t + 1]
-        step = gtm.path_step(state, action)
-        posterior = gtm.posterior(step.context, features[t])
-        z = posterior.rsample()  # [B, 1, Z]: the same draw as Pyro's guide site z_t
-        log_q_z.append(posterior.log_prob(z))  # [B, 1]
-        if step.penalty is not None:
-            penalties.append(step.penalty)
-        state = gtm.next_state(step, z, features[t])
-        latents.append(z)
-        contexts.append(step.context)
+    with unrolling():
+        for t in range(length):
+            action = None if c is None else c[:, t : t + 1]
+            step = gtm.path_step(state, action)
+            posterior = gtm.posterior(step.context, features[t])
+            z = posterior.rsample()  # [B, 1, Z]: the same draw as Pyro's guide site z_t
+            log_q_z.append(posterior.log_prob(z))  # [B, 1]
+            if step.penalty is not None:
+                penalties.append(step.penalty)
+            state = gtm.next_state(step, z, features[t])
+            latents.append(z)
+            contexts.append(step.context)
     latents, contexts = cat_steps(latents), cat_steps(contexts)  # [B, T, Z], [B, T, C]
     log_p_z = gtm.prior(contexts).log_prob(latents)  # [B, T]
     log_p_x = gtm.likelihood(gtm.decoder(torch.cat([latents, contexts], dim=-1))).log_prob(x)

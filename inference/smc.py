@@ -48,6 +48,7 @@ from torch import Tensor
 
 from pgtm.checks import integer, number, one_of
 from pgtm.shapes import cat_features
+from pgtm.unrolled_linear import unrolling
 
 __all__ = ["RESAMPLING", "SMCResult", "smc", "systematic_ancestors", "multinomial_ancestors"]
 
@@ -201,36 +202,37 @@ def smc(
     ess = encoded.new_full((B, T), float(K))
     resampled = torch.zeros(B, T, dtype=torch.bool, device=x.device)
     keep = torch.arange(K, device=x.device).expand(batch)
-    for t in range(T):
-        action = None if c is None else c[:, t : t + 1]
-        step = gtm.path_step(state, action)
-        proposal = gtm.posterior(step.context, encoded[:, t : t + 1].expand(B, K, -1))
-        z = proposal.rsample() if proposal.has_rsample else proposal.sample()
-        log_latent = gtm.prior(step.context).log_prob(z) - proposal.log_prob(z)
-        frames = gtm.likelihood(gtm.decoder(cat_features(z, step.context)))
-        increment = increment + frames.log_prob(x[:, t : t + 1]) + latent_scale * log_latent
-        if include_penalty and step.penalty is not None:
-            increment = increment - step.penalty
-        observed = mask[:, t]
-        increment = torch.where(observed.unsqueeze(-1), increment, torch.zeros_like(increment))
-        unnormalised = log_weights + increment
-        log_norm = unnormalised.logsumexp(-1)  # log sum_k wbar_{t-1} w_t
-        log_evidence = log_evidence + log_norm
-        # a sequence whose every particle has weight 0 keeps log_evidence = -inf; its weights
-        # restart uniform so that nothing downstream divides by zero
-        finite = torch.isfinite(log_norm).unsqueeze(-1)
-        log_weights = torch.where(finite, unnormalised - log_norm.unsqueeze(-1),
-                                  torch.full_like(unnormalised, -math.log(K)))
-        ess[:, t] = (-(2 * log_weights).logsumexp(-1)).exp().detach()
-        state = gtm.next_state(step, z, encoded[:, t : t + 1].expand(B, K, -1))
-        resample = observed & (ess[:, t] <= ess_threshold * K)
-        if bool(resample.any()):
-            ancestors = torch.where(
-                resample.unsqueeze(-1), ancestors_of(log_weights.detach()), keep
-            )
-            state = _gather_particles(state, ancestors)
-            log_weights = torch.where(resample.unsqueeze(-1),
-                                      torch.full_like(log_weights, -math.log(K)), log_weights)
-            resampled[:, t] = resample
-        increment = 0.0
+    with unrolling():
+        for t in range(T):
+            action = None if c is None else c[:, t : t + 1]
+            step = gtm.path_step(state, action)
+            proposal = gtm.posterior(step.context, encoded[:, t : t + 1].expand(B, K, -1))
+            z = proposal.rsample() if proposal.has_rsample else proposal.sample()
+            log_latent = gtm.prior(step.context).log_prob(z) - proposal.log_prob(z)
+            frames = gtm.likelihood(gtm.decoder(cat_features(z, step.context)))
+            increment = increment + frames.log_prob(x[:, t : t + 1]) + latent_scale * log_latent
+            if include_penalty and step.penalty is not None:
+                increment = increment - step.penalty
+            observed = mask[:, t]
+            increment = torch.where(observed.unsqueeze(-1), increment, torch.zeros_like(increment))
+            unnormalised = log_weights + increment
+            log_norm = unnormalised.logsumexp(-1)  # log sum_k wbar_{t-1} w_t
+            log_evidence = log_evidence + log_norm
+            # a sequence whose every particle has weight 0 keeps log_evidence = -inf; its weights
+            # restart uniform so that nothing downstream divides by zero
+            finite = torch.isfinite(log_norm).unsqueeze(-1)
+            log_weights = torch.where(finite, unnormalised - log_norm.unsqueeze(-1),
+                                      torch.full_like(unnormalised, -math.log(K)))
+            ess[:, t] = (-(2 * log_weights).logsumexp(-1)).exp().detach()
+            state = gtm.next_state(step, z, encoded[:, t : t + 1].expand(B, K, -1))
+            resample = observed & (ess[:, t] <= ess_threshold * K)
+            if bool(resample.any()):
+                ancestors = torch.where(
+                    resample.unsqueeze(-1), ancestors_of(log_weights.detach()), keep
+                )
+                state = _gather_particles(state, ancestors)
+                log_weights = torch.where(resample.unsqueeze(-1),
+                                          torch.full_like(log_weights, -math.log(K)), log_weights)
+                resampled[:, t] = resample
+            increment = 0.0
     return SMCResult(log_evidence, ess, resampled)

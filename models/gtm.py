@@ -66,6 +66,7 @@ from torch import nn
 
 from pgtm.checks import integer
 from pgtm.shapes import cat_features, cat_steps
+from pgtm.unrolled_linear import unrolling
 
 from .path import FollowedPath, GuidePath, PathState, PathStep
 
@@ -276,7 +277,7 @@ class GTM(nn.Module):
         if self.frame_feedback:
             features = guide.features or self.encoder(x).split(1, dim=1)
         latents, contexts = [], []
-        with pyro.plate("sequences", batch, dim=-2):
+        with pyro.plate("sequences", batch, dim=-2), unrolling():
             memory_state, memory_latents = self._start_memory(
                 self.memory.prior_initial_state, (batch, 1), x.device, x.dtype
             )
@@ -313,7 +314,7 @@ class GTM(nn.Module):
         features = encoded.split(1, dim=1)  # T x [B, 1, F]
         path = GuidePath(inputs, (x, c, mask))
         path.features = features
-        with pyro.plate("sequences", batch, dim=-2):
+        with pyro.plate("sequences", batch, dim=-2), unrolling():
             memory_state, path.memory_latents = self._start_memory(
                 self.memory.posterior_initial_state, encoded.unsqueeze(1), mask.unsqueeze(1)
             )
@@ -374,27 +375,28 @@ class GTM(nn.Module):
             memory_state = self.memory.prior_initial_state((num_sequences,), device, dtype)
         state = self.initial_state((num_sequences,), device, dtype, memory_state)
         kept = {name: [] for name in Unrolled._fields}
-        for t in range(length):
-            step = self.path_step(state, None if c is None else c[:, t].to(device, dtype))
-            if t < observed_steps:
-                z = _draw(self.posterior(step.context, features[:, t]), "posterior",
-                          reparameterised)
-            else:
-                z = _draw(self.prior(step.context), "prior", reparameterised)
-            frame = None
-            if self.frame_feedback and t < length - 1:
-                frame = (features[:, t] if t < observed_steps
-                         else self.encoder(self._generated_frame(z, step.context,
-                                                                 reparameterised)))
-            state = self.next_state(step, z, frame)
-            kept["latents"].append(z)
-            kept["contexts"].append(step.context)
-            kept["weights"].append(step.weights)
-            kept["gates"].append(step.gates)
-            kept["write_weights"].append(self.memory.write_weights(step.state.memory))
-            kept["memories"].append(
-                self.memory.memory_matrix(step.state.memory) if keep_memories else None
-            )
+        with unrolling():
+            for t in range(length):
+                step = self.path_step(state, None if c is None else c[:, t].to(device, dtype))
+                if t < observed_steps:
+                    z = _draw(self.posterior(step.context, features[:, t]), "posterior",
+                              reparameterised)
+                else:
+                    z = _draw(self.prior(step.context), "prior", reparameterised)
+                frame = None
+                if self.frame_feedback and t < length - 1:
+                    frame = (features[:, t] if t < observed_steps
+                             else self.encoder(self._generated_frame(z, step.context,
+                                                                     reparameterised)))
+                state = self.next_state(step, z, frame)
+                kept["latents"].append(z)
+                kept["contexts"].append(step.context)
+                kept["weights"].append(step.weights)
+                kept["gates"].append(step.gates)
+                kept["write_weights"].append(self.memory.write_weights(step.state.memory))
+                kept["memories"].append(
+                    self.memory.memory_matrix(step.state.memory) if keep_memories else None
+                )
         return Unrolled(*(None if per_step[0] is None else torch.stack(per_step, 1)
                           for per_step in kept.values()))
 

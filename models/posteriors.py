@@ -22,6 +22,7 @@ from pgtm.models.priors import (
     split_location_scale,
 )
 from pgtm.shapes import cat_features
+from pgtm.unrolled_linear import UnrolledLinear
 
 
 class Posterior(nn.Module):
@@ -78,9 +79,9 @@ class FlowPosterior(Posterior):
         if latent_size < 2:
             raise ValueError(f"FlowPosterior needs latent_size >= 2, got {latent_size}")
         self.summary = nn.Sequential(
-            nn.Linear(context_size + feature_size, hidden_size), ELU()
+            UnrolledLinear(context_size + feature_size, hidden_size), ELU()
         )
-        self.base = nn.Linear(hidden_size, 2 * latent_size)
+        self.base = UnrolledLinear(hidden_size, 2 * latent_size)
         self.min_scale = checked_min_scale(min_scale)
         self.flows = nn.ModuleList(
             T.conditional_affine_coupling(latent_size, hidden_size, [flow_hidden_size])

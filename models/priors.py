@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from pgtm.checks import number
 from pgtm.elementwise import ELU
 from pgtm.shapes import cat_steps
+from pgtm.unrolled_linear import UnrolledLinear
 
 #: the floor added to every learned scale (prior and posterior), unless ``min_scale`` is given
 DEFAULT_MIN_SCALE = 1e-3
@@ -44,7 +45,7 @@ class Prior(nn.Module):
 def location_scale_net(input_size: int, output_size: int, hidden_size: int) -> nn.Module:
     """An MLP producing ``2 * output_size`` numbers: a location and a pre-softplus scale."""
     return nn.Sequential(
-        nn.Linear(input_size, hidden_size), ELU(), nn.Linear(hidden_size, 2 * output_size)
+        UnrolledLinear(input_size, hidden_size), ELU(), UnrolledLinear(hidden_size, 2 * output_size)
     )
 
 

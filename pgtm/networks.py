@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pgtm.shapes import apply_flat, broadcast_leading, cat_features
+from pgtm.unrolled_linear import unrolled_linear
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -199,13 +200,13 @@ class LSTMController(nn.Module):
         parts = [z_prev, read_prev] if context is None else [z_prev, read_prev, context]
         inputs = cat_features(*parts)
         hidden, cell, inputs = broadcast_leading(state.hidden, state.cell, inputs)
-        batch = inputs.shape[:-1]
-        h, c = self.cell(
-            inputs.reshape(-1, self.input_size),
-            (hidden.reshape(-1, self.output_size), cell.reshape(-1, self.output_size)),
-        )
-        h = h.reshape(batch + (self.output_size,))
-        return h, LSTMState(h, c.reshape(batch + (self.output_size,)))
+        # torch.nn.LSTMCell's arithmetic, with the weight gradients batched over the steps
+        gates = (unrolled_linear(inputs, self.cell.weight_ih, self.cell.bias_ih)
+                 + unrolled_linear(hidden, self.cell.weight_hh, self.cell.bias_hh))
+        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(forget_gate) * cell + torch.sigmoid(in_gate) * torch.tanh(cell_gate)
+        h = torch.sigmoid(out_gate) * torch.tanh(c)
+        return h, LSTMState(h, c)
 
 
 class LatentController(nn.Module):

@@ -107,13 +107,13 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from pgtm.checks import integer, number
 from pgtm.memories.addressing import content_weights, erase_add_write
 from pgtm.memories.base import MemoryOutput, SlotMemory, require_positive_sizes
 from pgtm.shapes import broadcast_leading, cat_features
+from pgtm.unrolled_linear import UnrolledLinear
 
 #: default ``eps`` of :func:`allocation_weights` (see there)
 ALLOCATION_EPS = 0.0
@@ -379,8 +379,8 @@ class DNCMemory(SlotMemory):
             ("write_gates", (H,)),
         )
         self._interface_sizes = [int(torch.Size(shape).numel()) for _, shape in self._interface]
-        self.interface = nn.Linear(controller_size, sum(self._interface_sizes))
-        self.add_vector = nn.Linear(latent_size + controller_size, H * (W - D))
+        self.interface = UnrolledLinear(controller_size, sum(self._interface_sizes))
+        self.add_vector = UnrolledLinear(latent_size + controller_size, H * (W - D))
         self._init_read_addressing(read_strength_init, content_mode_init)
 
     def _init_read_addressing(self, read_strength, content_mode) -> None:

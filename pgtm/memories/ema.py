@@ -22,6 +22,7 @@ from torch import nn
 
 from pgtm.checks import number
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
+from pgtm.unrolled_linear import UnrolledLinear
 
 
 class EMAState(NamedTuple):
@@ -46,7 +47,7 @@ class EMAMemory(Memory):
         self.controller_size = int(controller_size)
         logit = math.log(decay / (1 - decay))
         self.decay_logit = nn.Parameter(torch.full((self.latent_size,), logit))
-        self.gate = nn.Linear(self.controller_size, self.latent_size)
+        self.gate = UnrolledLinear(self.controller_size, self.latent_size)
 
     def initial_state(self, batch_shape, device=None, dtype=None) -> EMAState:
         return EMAState(torch.zeros(*batch_shape, self.latent_size, device=device, dtype=dtype))

@@ -74,6 +74,7 @@ from pgtm.checks import number, one_of
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.memories.introspective import fifo_push
 from pgtm.shapes import broadcast_leading, cat_features
+from pgtm.unrolled_linear import UnrolledLinear
 
 FORMS = ("matrix", "attention", "auto")
 
@@ -192,7 +193,7 @@ class FastWeightsMemory(Memory):
         self.inner_steps = int(inner_steps)
         self.form = form
         self.read_size = self.size
-        self.slow = nn.Linear(controller_size + latent_size, self.size)  # [W, C], b
+        self.slow = UnrolledLinear(controller_size + latent_size, self.size)  # [W, C], b
         self.norm = nn.LayerNorm(self.size)  # per example, over the features
 
     def extra_repr(self) -> str:

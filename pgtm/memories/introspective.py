@@ -28,12 +28,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from pgtm.checks import number, one_of
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.shapes import broadcast_leading
+from pgtm.unrolled_linear import UnrolledLinear
 
 WEIGHTINGS = ("softplus", "softmax", "unnormalised")
 _EPS = 1e-8
@@ -122,8 +122,8 @@ class IntrospectiveMemory(Memory):
         self.sum_penalty = float(sum_penalty) if weighting == "unnormalised" else 0.0
         self.sparsity = float(sparsity)
         self.read_size = self.num_heads * latent_size
-        self.attention = nn.Linear(controller_size, self.num_heads * self.num_slots)
-        self.gate = nn.Linear(controller_size, self.num_heads)
+        self.attention = UnrolledLinear(controller_size, self.num_heads * self.num_slots)
+        self.gate = UnrolledLinear(controller_size, self.num_heads)
 
     def initial_state(self, batch_shape, device=None, dtype=None) -> IntrospectiveState:
         shape = tuple(batch_shape) + (self.num_slots, self.latent_size)

@@ -115,6 +115,7 @@ from torch.nn import functional as F
 from pgtm.checks import number
 from pgtm.memories.base import Memory, MemoryOutput, require_positive_sizes
 from pgtm.shapes import broadcast_leading
+from pgtm.unrolled_linear import UnrolledLinear
 
 #: name of the Pyro site of the memory (its value is :math:`M^\top`, ``[*batch, C, K]``)
 SITE = "memory"
@@ -284,8 +285,8 @@ class KanervaMemory(Memory):
         self.prior_variance_raw = nn.Parameter(
             torch.full((self.num_slots,), math.log(math.expm1(1.0)))
         )
-        self.key = nn.Linear(controller_size, self.code_size)
-        self.code = None if feature_size is None else nn.Linear(feature_size, self.code_size)
+        self.key = UnrolledLinear(controller_size, self.code_size)
+        self.code = None if feature_size is None else UnrolledLinear(feature_size, self.code_size)
 
     def extra_repr(self) -> str:
         return (

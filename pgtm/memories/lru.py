@@ -64,13 +64,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from pgtm.checks import number
 from pgtm.memories.addressing import content_weights
 from pgtm.memories.base import MemoryOutput, SlotMemory
 from pgtm.shapes import broadcast_leading, cat_features
+from pgtm.unrolled_linear import UnrolledLinear
 
 
 class LRUState(NamedTuple):
@@ -148,8 +148,8 @@ class LRUMemory(SlotMemory):
         super().__init__(latent_size, controller_size, num_slots, word_size, num_heads)
         number("decay", decay, 0, 1)
         self.decay = float(decay)
-        self.read_head = nn.Linear(controller_size, self.num_heads * (self.word_size + 1))
-        self.write_head = nn.Linear(
+        self.read_head = UnrolledLinear(controller_size, self.num_heads * (self.word_size + 1))
+        self.write_head = UnrolledLinear(
             latent_size + controller_size, self.num_heads * (self.word_size + 1)
         )
 

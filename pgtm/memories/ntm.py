@@ -65,7 +65,6 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from pgtm.checks import integer, number
@@ -78,6 +77,7 @@ from pgtm.memories.addressing import (
 )
 from pgtm.memories.base import MemoryOutput, SlotMemory, require_positive_sizes
 from pgtm.shapes import broadcast_leading, cat_features
+from pgtm.unrolled_linear import UnrolledLinear
 
 
 class NTMState(NamedTuple):
@@ -163,8 +163,8 @@ class NTMMemory(SlotMemory):
         self.num_write_heads = int(num_write_heads)
         self.shift_size = 2 * int(shift_range) + 1
         head_size = self.word_size + 3 + self.shift_size
-        self.read_head = nn.Linear(controller_size, self.num_heads * head_size)
-        self.write_head = nn.Linear(
+        self.read_head = UnrolledLinear(controller_size, self.num_heads * head_size)
+        self.write_head = UnrolledLinear(
             latent_size + controller_size, self.num_write_heads * (head_size + 2 * self.word_size)
         )
         number("sequential_write_init", sequential_write_init, 0, 1, low_open=True,
