@@ -14,7 +14,8 @@ float precision, as any change in summation order does).
 
 Outside :func:`unrolling`, with gradients off, for a weight that needs no gradient, or for a
 weight of fewer than :data:`SMALLEST_UNROLLED_WEIGHT` numbers (whose product costs less than the
-≈40 µs of Python a taped step adds), they are ``torch.nn.functional.linear``. The batched gradient is first-order only (no double backward).
+≈40 µs of Python a taped step adds), they are ``torch.nn.functional.linear``. The batched
+gradient is first-order only (no double backward).
 """
 
 from __future__ import annotations
