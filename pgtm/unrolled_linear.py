@@ -37,7 +37,7 @@ SMALLEST_UNROLLED_WEIGHT = 65536
 class _Tape:
     """One layer's ``(input, output gradient)`` of every step of one pass, by step."""
 
-    __slots__ = ("steps",)
+    __slots__ = ("steps", "__weakref__")
 
     def __init__(self) -> None:
         self.steps: list[tuple[torch.Tensor, torch.Tensor] | None] = []
@@ -80,7 +80,9 @@ class _Step(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        ctx.tape.steps[ctx.index] = (x, grad)
+        # detached: the tape lives in the graph, and x's own grad_fn on it would make a
+        # reference cycle through autograd's C++ nodes that Python's collector cannot free
+        ctx.tape.steps[ctx.index] = (x.detach(), grad)
         return (grad.mm(weight) if ctx.needs_input_grad[0] else None), None, None, None, None
 
 

@@ -4,6 +4,8 @@ its weight gradient computed in one product; outside it, or without gradients, i
 ``F.linear``."""
 
 import contextlib
+import gc
+import weakref
 
 import pytest
 import torch
@@ -78,6 +80,22 @@ def test_two_passes_over_the_same_weights_add_their_gradients():
         total.backward()
         grads[unrolled] = (layer.weight.grad.clone(), layer.bias.grad.clone())
     torch.testing.assert_close(grads[True], grads[False], rtol=1e-12, atol=1e-12)
+
+
+def test_a_pass_frees_its_graph_after_backward():
+    """No reference cycle keeps a backwarded pass's tape alive (garbage collection off)."""
+    layer = UnrolledLinear(4, 4)
+    gc.disable()
+    try:
+        with unrolling():
+            loss = recurrence(lambda h, w, b: layer(h), None, None, torch.randn(2, 4))
+            tapes = [weakref.ref(entry[1])
+                     for entry in pgtm.unrolled_linear._current.get().layers.values()]
+        loss.backward()
+        del loss
+        assert tapes and all(tape() is None for tape in tapes)
+    finally:
+        gc.enable()
 
 
 def test_outside_a_pass_or_without_gradients_it_is_f_linear():
