@@ -130,23 +130,27 @@ def test_paper_experiments_passes_a_variants_options_and_keeps_its_runs_apart(tm
         assert f"--out runs/paper-variants/min-scale-0.01/parity-l10/{model}/seed1" in call
 
 
+def _fake_paper_run(run, steps, finished, recall_kl=18.5):
+    """A run folder of ``pgtm train``: its log, and if finished its results and a rollback."""
+    run.mkdir(parents=True)
+    with open(run / "log.csv", "w", newline="") as log:
+        writer = csv.writer(log)
+        writer.writerow(["step", "loss", "recall_kl"])
+        for step in range(50, steps + 1, 50):
+            writer.writerow([step, 1.0, 20 - step / 100 if step % 500 == 0 else ""])
+    if finished:
+        (run / "results.json").write_text(json.dumps({
+            "steps": steps, "recall_kl": recall_kl, "prerecall_kl": 18.6, "kl": [18.0, 18.2],
+            "elbo_per_frame": -102.4, "iwae_per_frame": -100.8, "iwae_per_sequence": -1512,
+            "iwae_k": 100, "parameters": 1860892}))
+        (run / "rollbacks.json").write_text(json.dumps({"rollbacks": [{"diverged_at": 7}]}))
+
+
 def test_paper_report_summarises_finished_and_running_runs(tmp_path):
     """A finished run (results.json, a rollback) and one still training (log.csv only)."""
     runs = tmp_path / "runs"
     for model, steps, finished in (("vrnn", 1000, True), ("lru", 500, False)):
-        run = runs / "perfect-recall-l10" / model / "seed0"
-        run.mkdir(parents=True)
-        with open(run / "log.csv", "w", newline="") as log:
-            writer = csv.writer(log)
-            writer.writerow(["step", "loss", "recall_kl"])
-            for step in range(50, steps + 1, 50):
-                writer.writerow([step, 1.0, 20 - step / 100 if step % 500 == 0 else ""])
-        if finished:
-            (run / "results.json").write_text(json.dumps({
-                "steps": steps, "recall_kl": 18.5, "prerecall_kl": 18.6, "kl": [18.0, 18.2],
-                "elbo_per_frame": -102.4, "iwae_per_frame": -100.8, "iwae_per_sequence": -1512,
-                "iwae_k": 100, "parameters": 1860892}))
-            (run / "rollbacks.json").write_text(json.dumps({"rollbacks": [{"diverged_at": 7}]}))
+        _fake_paper_run(runs / "perfect-recall-l10" / model / "seed0", steps, finished)
     out = tmp_path / "report"
     completed = subprocess.run([sys.executable, str(EXAMPLES / "studies" / "paper_report.py"),
                                 str(runs), "--out", str(out)], capture_output=True, text=True,
@@ -178,6 +182,31 @@ def test_paper_report_summarises_finished_and_running_runs(tmp_path):
     assert again["vrnn"]["recall_kl"]["n"] == 2
     assert again["lru"]["runs"][0]["from_summary"]
     assert "| vrnn | 1000, 1000† |" in (out / "summary.md").read_text()
+
+
+def test_paper_report_adds_variants_as_rows_of_their_model(tmp_path):
+    runs, variants = tmp_path / "paper", tmp_path / "paper-variants"
+    _fake_paper_run(runs / "perfect-recall-l10" / "vrnn" / "seed0", 1000, True)
+    for seed, recall_kl in (("seed0", 4.0), ("seed1", 5.0)):
+        _fake_paper_run(variants / "min-scale-0.01" / "perfect-recall-l10" / "dnc" / seed, 1000,
+                        True, recall_kl)
+    out = tmp_path / "report"
+    script = str(EXAMPLES / "studies" / "paper_report.py")
+    completed = subprocess.run([sys.executable, script, str(runs), "--variants", str(variants),
+                                "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())["perfect-recall-l10"]
+    assert set(summary) == {"vrnn", "dnc [min-scale-0.01]"}
+    assert summary["dnc [min-scale-0.01]"]["recall_kl"]["mean"] == 4.5
+    table = (out / "summary.md").read_text()
+    assert "--variants" in table
+    assert "| dnc [min-scale-0.01] | 1000 | 4.50 ± 0.71 (n=2) |" in table
+    assert table.index("| vrnn |") < table.index("| dnc [min-scale-0.01] |")
+    assert "2.0 / 1.5 ± 1.0 | 4-5e4 |" in table  # the paper's DNC beside its variant
+    completed = subprocess.run([sys.executable, script, str(runs), "--variants",
+                                str(tmp_path / "none"), "--out", str(out)],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2 and "--variants: expected a folder" in completed.stderr
 
 
 @pytest.mark.parametrize("tool", ["data/make_mnist_subset.py",

@@ -3,10 +3,13 @@ recall-phase KL per step and the per-frame bounds at the last evaluation, mean �
 and the learning curves (held-out recall KL against training steps).
 
 Reads ``RUNS/EXPERIMENT/MODEL/seedS/`` (``log.csv``, ``results.json``, ``rollbacks.json``);
-a run without ``results.json`` (still training) contributes its last periodic evaluation.
+a run without ``results.json`` (still training) contributes its last periodic evaluation. With
+``--variants runs/paper-variants`` the runs of ``paper_experiments.sh ... -- OPTIONS``
+(``VARIANTS/VARIANT/EXPERIMENT/MODEL/seedS/``) join as rows ``MODEL [VARIANT]``, drawn dashed.
 Writes ``OUT/summary.json``, ``OUT/summary.md`` and ``OUT/learning_curves.png``::
 
-    python examples/studies/paper_report.py runs/paper --out results/paper_experiments
+    python examples/studies/paper_report.py runs/paper --variants runs/paper-variants \
+        --out results/paper_experiments
 """
 
 from __future__ import annotations
@@ -137,20 +140,35 @@ def mean_sd(values: list[float]) -> dict:
             else None, "n": len(values)}
 
 
-def collect(runs: Path, previous: dict | None = None) -> dict:
-    """Per experiment and model, the summaries of its runs (one per seed) and their statistics.
+def model_of(row_name: str) -> str:
+    """The model of a row: ``"dnc [min-scale-0.01]"`` -> ``"dnc"``."""
+    return row_name.split(" [")[0]
 
+
+def row_order(row_name: str) -> tuple:
+    return MODELS.index(model_of(row_name)), row_name
+
+
+def collect(runs: Path, previous: dict | None = None, variants: Path | None = None) -> dict:
+    """Per experiment and row (a model, or ``MODEL [VARIANT]``), the summaries of its runs (one
+    per seed) and their statistics.
+
+    :param variants: the folder of variant runs, ``VARIANT/EXPERIMENT/MODEL/seedS``.
     :param previous: an earlier ``summary.json``: its runs whose folders are not under ``runs``
         (e.g. lost with a machine) are kept, marked ``"from_summary": true``; a run folder that
         is there replaces its earlier summary.
     """
     found: dict[str, dict[str, dict[str, dict]]] = {}
-    for experiment in sorted(p for p in runs.iterdir() if p.is_dir()):
-        for model in MODELS:
-            for seed in sorted((experiment / model).glob("seed*")):
-                summary = run_summary(seed)
-                if summary is not None:
-                    found.setdefault(experiment.name, {}).setdefault(model, {})[seed.name] = summary
+    variant_folders = sorted(p for p in variants.iterdir() if p.is_dir()) if variants else []
+    roots = [(runs, "")] + [(variant, f" [{variant.name}]") for variant in variant_folders]
+    for root, suffix in roots:
+        for experiment in sorted(p for p in root.iterdir() if p.is_dir()):
+            for model in MODELS:
+                for seed in sorted((experiment / model).glob("seed*")):
+                    summary = run_summary(seed)
+                    if summary is not None:
+                        found.setdefault(experiment.name, {}).setdefault(
+                            model + suffix, {})[seed.name] = summary
     for experiment, rows in (previous or {}).items():
         for model, row in rows.items():
             for summary in row["runs"]:
@@ -159,7 +177,7 @@ def collect(runs: Path, previous: dict | None = None) -> dict:
                     seeds[summary["seed"]] = {**summary, "from_summary": True}
     table = {}
     for experiment in sorted(found):
-        for model in (m for m in MODELS if m in found[experiment]):
+        for model in sorted(found[experiment], key=row_order):
             by_seed = found[experiment][model]
             summaries = [by_seed[seed] for seed in sorted(by_seed)]
             finished = [s for s in summaries if s["finished"]]
@@ -202,7 +220,7 @@ def markdown(table: dict, command: str) -> str:
             pending = [s for s in row["runs"] if not s["finished"]]
             steps = ", ".join(sorted({str(s["steps"]) + ("†" if s.get("from_summary") else "")
                                       for s in finished})) or "—"
-            paper = PAPER.get(experiment, {}).get(model)
+            paper = PAPER.get(experiment, {}).get(model_of(model))
             paper_cells = ("— | —" if paper is None else
                            f"{paper[0]:.1f} / {paper[1]:.1f} ± {paper[2]:.1f} | {paper[3]}")
             lines.append(
@@ -229,7 +247,8 @@ def plot(table: dict, path: Path) -> None:
             curves = [run["curve"] for run in row["runs"] if run.get("curve")]
             for i, points in enumerate(curves):
                 steps, kl = zip(*points, strict=True)
-                ax.plot(steps, kl, color=f"C{MODELS.index(model)}", lw=1.2, alpha=0.8,
+                ax.plot(steps, kl, color=f"C{MODELS.index(model_of(model))}", lw=1.2,
+                        alpha=0.8, ls="--" if model != model_of(model) else "-",
                         label=model if i == 0 else None)
         if not ax.lines:
             ax.text(0.5, 0.5, "no curve (run folders gone)", ha="center", va="center",
@@ -241,7 +260,8 @@ def plot(table: dict, path: Path) -> None:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.suptitle("Learning curves of the paper's experiments (parameter-matched models, 1.86 M; "
-                 "one line per seed; vrnn-x: the VRNN fed the previous frame)", fontsize=10)
+                 "one line per seed; vrnn-x: the VRNN fed the previous frame; dashed: a "
+                 "variant, its options in brackets)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -254,6 +274,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--previous", type=Path, default=None,
                         help="an earlier summary.json whose runs are kept where their folders "
                         "are not under RUNS (default: OUT/summary.json if it exists)")
+    parser.add_argument("--variants", type=Path, default=None,
+                        help="the folder of variant runs (runs/paper-variants), rows "
+                        "'MODEL [VARIANT]'")
     args = parser.parse_args(argv)
     if not args.runs.is_dir():
         parser.error(f"runs: expected a folder of run folders, got {args.runs}")
@@ -261,11 +284,14 @@ def main(argv=None) -> dict:
     if args.previous is not None and not previous_path.is_file():
         parser.error(f"--previous: expected an earlier summary.json, got {previous_path}")
     previous = json.loads(previous_path.read_text()) if previous_path.is_file() else None
-    table = collect(args.runs, previous)
+    if args.variants is not None and not args.variants.is_dir():
+        parser.error(f"--variants: expected a folder of variant runs, got {args.variants}")
+    table = collect(args.runs, previous, args.variants)
     if not table:
         parser.error(f"no runs with evaluations under {args.runs}")
     args.out.mkdir(parents=True, exist_ok=True)
-    command = f"python examples/studies/paper_report.py {args.runs} --out {args.out}"
+    variants = "" if args.variants is None else f" --variants {args.variants}"
+    command = f"python examples/studies/paper_report.py {args.runs}{variants} --out {args.out}"
     save_json(table, args.out / "summary.json")
     write_text_atomically(args.out / "summary.md", markdown(table, command))
     plot(table, args.out / "learning_curves.png")
