@@ -1,7 +1,9 @@
 """One experiment = build a GTM for a task, train it, evaluate it, draw it.
 
 Used by ``pgtm train`` and by ``examples/studies/compare_models.py``; everything it writes lands
-in one folder: ``checkpoint.pt``, ``log.csv``, ``results.json`` and the pictures ``samples.png``,
+in one folder: ``checkpoint.pt``, ``log.csv``, ``results.json`` (the last final evaluation; each
+one is also kept as ``results_step{STEPS}.json``, so a run continued to a larger budget keeps the
+results of the smaller) and the pictures ``samples.png``,
 ``kl_per_step.png`` and, for models whose memory has read weights, ``read_weights.png``,
 ``read_heads.jsonl`` (the heads' statistics at every periodic evaluation) and
 ``read_heads.png`` (their dynamics over training).
@@ -381,7 +383,13 @@ def _run_experiment(memory, task, config, eval_sequences, iwae_particles,
         "exact_match": copy.get("exact_match"),
         "bit_accuracy": copy.get("bit_accuracy"),
     }
+    kept = out / RESULTS
+    if kept.is_file():  # a smaller budget's, from a version that wrote results.json alone
+        earlier = out / f"results_step{json.loads(kept.read_text())['steps']}.json"
+        if not earlier.exists():
+            os.replace(kept, earlier)
     save_json(summary, out / RESULTS)
+    save_json(summary, out / f"results_step{result.step}.json")
     return summary
 
 

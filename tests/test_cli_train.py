@@ -117,8 +117,14 @@ def test_parameter_budget_is_recorded_and_the_run_reopens(tmp_path, capsys):
     assert abs(results["parameters"] - budget) <= 0.02 * budget and width != 16
     assert results["parameter_budget"] == budget
     assert _parameters(run)["controller.cell.weight_hh"].shape == (4 * width, width)
+    (run / "results_step2.json").unlink()  # as a run of a version without these files
     assert main([*argv, "--steps", "4"]) == 0  # resumes from the step-2 checkpoint
     assert json.loads((run / "results.json").read_text())["steps"] == 4
+    # each budget's final evaluation is kept: the continued run still has its step-2 results
+    kept = {path.name: json.loads(path.read_text()) for path in run.glob("results_step*.json")}
+    assert sorted(kept) == ["results_step2.json", "results_step4.json"]
+    assert kept["results_step2.json"]["steps"] == 2
+    assert kept["results_step4.json"] == json.loads((run / "results.json").read_text())
     assert main(["evaluate", str(run), "--particles", "2", "--sequences", "2"]) == 0
     assert main(["sample", str(run), "--out", str(tmp_path / "s.png"), "--num", "2"]) == 0
     capsys.readouterr()

@@ -157,11 +157,12 @@ def test_paper_report_summarises_finished_and_running_runs(tmp_path):
                                timeout=120)
     assert completed.returncode == 0, completed.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())["perfect-recall-l10"]
-    assert summary["vrnn"]["recall_kl"] == {"mean": 18.5, "sd": None, "n": 1}
+    assert summary["vrnn"]["budgets"]["1000"]["recall_kl"] == {"mean": 18.5, "sd": None, "n": 1}
     assert summary["vrnn"]["runs"][0]["rollbacks"] == 1
     assert summary["lru"]["runs"][0] == {"seed": "seed0", "last_eval_step": 500,
                                          "recall_kl_last_eval": 15.0, "rollbacks": 0,
-                                         "finished": False, "curve": [[500, 15.0]]}
+                                         "finished": False, "results": [],
+                                         "curve": [[500, 15.0]]}
     table = (out / "summary.md").read_text()
     assert "| vrnn | 1000 | 18.50 (n=1) | 18.20 (n=1) |" in table
     assert "seed0 500: 15.00" in table and "20.7 / 7.8 ± 1.0" in table
@@ -179,9 +180,45 @@ def test_paper_report_summarises_finished_and_running_runs(tmp_path):
     assert [run["seed"] for run in again["vrnn"]["runs"]] == ["seed0", "seed1"]
     kept, new = again["vrnn"]["runs"]
     assert kept["from_summary"] and "from_summary" not in new
-    assert again["vrnn"]["recall_kl"]["n"] == 2
+    assert again["vrnn"]["budgets"]["1000"]["recall_kl"]["n"] == 2
     assert again["lru"]["runs"][0]["from_summary"]
-    assert "| vrnn | 1000, 1000† |" in (out / "summary.md").read_text()
+    assert "| vrnn | 1000† | 18.50 ± 0.00 (n=2) |" in (out / "summary.md").read_text()
+
+
+def test_paper_report_keeps_each_budget_of_a_continued_run(tmp_path):
+    """A run continued from 1,000 to 2,000 steps counts at 1,000 beside the other seeds, and at
+    2,000 alone; while it trains on, it is both finished at 1,000 and unfinished."""
+    runs = tmp_path / "runs"
+    for seed, recall_kl in (("seed0", 18.0), ("seed1", 19.0)):
+        _fake_paper_run(runs / "perfect-recall-l10" / "vrnn" / seed, 1000, True, recall_kl)
+    continued = runs / "perfect-recall-l10" / "vrnn" / "seed0"
+    first = json.loads((continued / "results.json").read_text())
+    (continued / "results_step1000.json").write_text(json.dumps(first))
+    with open(continued / "log.csv", "a", newline="") as log:
+        csv.writer(log).writerow([1500, 1.0, 12.0])
+    out = tmp_path / "report"
+    script = str(EXAMPLES / "studies" / "paper_report.py")
+
+    def report():
+        completed = subprocess.run([sys.executable, script, str(runs), "--out", str(out)],
+                                   capture_output=True, text=True, timeout=120)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        return json.loads((out / "summary.json").read_text())["perfect-recall-l10"]["vrnn"]
+
+    training = report()
+    assert list(training["budgets"]) == ["1000"]
+    assert training["budgets"]["1000"]["recall_kl"]["mean"] == 18.5
+    assert "seed0 1500: 12.00" in (out / "summary.md").read_text()
+    (continued / "results.json").write_text(json.dumps({**first, "steps": 2000, "recall_kl": 3}))
+    with open(continued / "log.csv", "a", newline="") as log:
+        csv.writer(log).writerow([2000, 1.0, 3.0])
+    done = report()
+    assert done["budgets"]["1000"]["recall_kl"] == {"mean": 18.5, "sd": 0.7071067811865476,
+                                                    "n": 2}
+    assert done["budgets"]["2000"]["recall_kl"] == {"mean": 3, "sd": None, "n": 1}
+    table = (out / "summary.md").read_text()
+    assert "| vrnn | 1000 | 18.50 ± 0.71 (n=2) |" in table
+    assert "| vrnn | 2000 | 3.00 (n=1) |" in table
 
 
 def test_paper_report_adds_variants_as_rows_of_their_model(tmp_path):
@@ -197,7 +234,7 @@ def test_paper_report_adds_variants_as_rows_of_their_model(tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())["perfect-recall-l10"]
     assert set(summary) == {"vrnn", "dnc [min-scale-0.01]"}
-    assert summary["dnc [min-scale-0.01]"]["recall_kl"]["mean"] == 4.5
+    assert summary["dnc [min-scale-0.01]"]["budgets"]["1000"]["recall_kl"]["mean"] == 4.5
     table = (out / "summary.md").read_text()
     assert "--variants" in table
     assert "| dnc [min-scale-0.01] | 1000 | 4.50 ± 0.71 (n=2) |" in table

@@ -112,27 +112,52 @@ def curve(run: Path) -> list[tuple[int, float]]:
                 if row.get("recall_kl")]
 
 
+#: what a run's summary keeps of each final evaluation (``results_step{STEPS}.json``)
+RESULT_KEYS = ("steps", "recall_kl", "last_frame_kl", "prerecall_kl", "elbo_per_frame",
+               "iwae_per_frame", "iwae_per_sequence", "iwae_k", "parameters")
+#: the statistics over seeds, per budget
+STATISTICS = ("recall_kl", "last_frame_kl", "prerecall_kl", "elbo_per_frame", "iwae_per_frame")
+
+
+def final_evaluations(run: Path) -> list[dict]:
+    """The final evaluations of a run, one per budget it finished (``results_step*.json``, or
+    ``results.json`` alone from runs of before those files), by steps."""
+    by_steps = {}
+    for path in [*run.glob("results_step*.json"), run / "results.json"]:
+        if path.is_file():
+            r = json.loads(path.read_text())
+            r["last_frame_kl"] = r["kl"][-1]
+            by_steps[r["steps"]] = {key: r[key] for key in RESULT_KEYS}
+    return [by_steps[steps] for steps in sorted(by_steps)]
+
+
 def run_summary(run: Path) -> dict | None:
     points = curve(run)
     if not points:
         return None
     rollbacks = run / "rollbacks.json"
-    summary = {
+    evaluations = final_evaluations(run)
+    return {
         "seed": run.name,
         "last_eval_step": points[-1][0],
         "recall_kl_last_eval": points[-1][1],
         "rollbacks": (len(json.loads(rollbacks.read_text())["rollbacks"]) if rollbacks.is_file()
                       else 0),
-        "finished": (run / "results.json").is_file(),
+        # finished: no periodic evaluation after the last final one (a run training has one)
+        "finished": bool(evaluations) and evaluations[-1]["steps"] >= points[-1][0],
+        "results": evaluations,
         "curve": points,
     }
-    if summary["finished"]:
-        r = json.loads((run / "results.json").read_text())
-        summary.update(steps=r["steps"], recall_kl=r["recall_kl"], last_frame_kl=r["kl"][-1],
-                       prerecall_kl=r["prerecall_kl"], elbo_per_frame=r["elbo_per_frame"],
-                       iwae_per_frame=r["iwae_per_frame"], iwae_per_sequence=r["iwae_per_sequence"],
-                       iwae_k=r["iwae_k"], parameters=r["parameters"])
-    return summary
+
+
+def _with_results(summary: dict) -> dict:
+    """A run of an earlier ``summary.json``: one written before ``results`` lists the final
+    evaluations held a finished run's numbers at the top level."""
+    if "results" in summary:
+        return summary
+    flat = {key: summary[key] for key in RESULT_KEYS if key in summary}
+    rest = {key: value for key, value in summary.items() if key not in RESULT_KEYS}
+    return {**rest, "results": [flat] if summary["finished"] else []}
 
 
 def mean_sd(values: list[float]) -> dict:
@@ -174,19 +199,22 @@ def collect(runs: Path, previous: dict | None = None, variants: Path | None = No
             for summary in row["runs"]:
                 seeds = found.setdefault(experiment, {}).setdefault(model, {})
                 if summary["seed"] not in seeds:
-                    seeds[summary["seed"]] = {**summary, "from_summary": True}
+                    seeds[summary["seed"]] = {**_with_results(summary), "from_summary": True}
     table = {}
     for experiment in sorted(found):
         for model in sorted(found[experiment], key=row_order):
             by_seed = found[experiment][model]
             summaries = [by_seed[seed] for seed in sorted(by_seed)]
-            finished = [s for s in summaries if s["finished"]]
-            row = {"runs": summaries}
-            for key in ("recall_kl", "last_frame_kl", "prerecall_kl", "elbo_per_frame",
-                        "iwae_per_frame"):
-                if finished:
-                    row[key] = mean_sd([s[key] for s in finished])
-            table.setdefault(experiment, {})[model] = row
+            budgets: dict[int, list[tuple[dict, bool]]] = {}
+            for summary in summaries:
+                for evaluation in summary["results"]:
+                    budgets.setdefault(evaluation["steps"], []).append(
+                        (evaluation, summary.get("from_summary", False)))
+            # per budget (steps, a string in JSON), mean ± sd over the seeds that reached it
+            table.setdefault(experiment, {})[model] = {"runs": summaries, "budgets": {
+                steps: {**{key: mean_sd([e[key] for e, _ in budgets[steps]]) for key in STATISTICS},
+                        "kept_from_summary": sum(kept for _, kept in budgets[steps])}
+                for steps in sorted(budgets)}}
     return table
 
 
@@ -206,9 +234,10 @@ def markdown(table: dict, command: str) -> str:
              "explosion. Runs still training show their last periodic evaluation's recall KL. "
              "*Paper*: its last-frame KL at 10^5 and 10^6 iterations and the iteration where "
              "its curve turns down below the VRNN's, read from its figures (± the reading "
-             "uncertainty; at 10^4 iterations its curves cannot be read). † after a step "
-             "count: a run whose folder is gone, kept from the earlier summary (no curve in the "
-             "figure).", ""]
+             "uncertainty; at 10^4 iterations its curves cannot be read). One line per budget "
+             "the seeds finished (a run continued to a larger budget counts in each). † after "
+             "a step count: some of its runs' folders are gone, their results kept from the "
+             "earlier summary (no curve in the figure if it predates the curves).", ""]
     for experiment, rows in table.items():
         lines += [f"## {experiment}", "",
                   "| model | steps | recall KL | last-frame KL | pre-recall KL | ELBO / frame | "
@@ -216,21 +245,20 @@ def markdown(table: dict, command: str) -> str:
                   "last-frame KL at 1e5 / 1e6 | paper: memory in use from |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
         for model, row in rows.items():
-            finished = [s for s in row["runs"] if s["finished"]]
-            pending = [s for s in row["runs"] if not s["finished"]]
-            steps = ", ".join(sorted({str(s["steps"]) + ("†" if s.get("from_summary") else "")
-                                      for s in finished})) or "—"
+            pending = ", ".join(f"{s['seed']} {s['last_eval_step']}: {s['recall_kl_last_eval']:.2f}"
+                                for s in row["runs"] if not s["finished"]) or "—"
+            rollbacks = sum(s["rollbacks"] for s in row["runs"])
             paper = PAPER.get(experiment, {}).get(model_of(model))
             paper_cells = ("— | —" if paper is None else
                            f"{paper[0]:.1f} / {paper[1]:.1f} ± {paper[2]:.1f} | {paper[3]}")
-            lines.append(
-                f"| {model} | {steps} | {cell(row.get('recall_kl'))} | "
-                f"{cell(row.get('last_frame_kl'))} | "
-                f"{cell(row.get('prerecall_kl'))} | {cell(row.get('elbo_per_frame'), 1)} | "
-                f"{cell(row.get('iwae_per_frame'), 1)} | "
-                f"{sum(s['rollbacks'] for s in row['runs'])} | "
-                + (", ".join(f"{s['seed']} {s['last_eval_step']}: {s['recall_kl_last_eval']:.2f}"
-                             for s in pending) or "—") + f" | {paper_cells} |")
+            # one line per budget the seeds finished (a run continued past 10^4 is in both)
+            for steps, stats in (row["budgets"] or {"—": None}).items():
+                cells = ([cell(stats[key], 1 if key.endswith("per_frame") else 2)
+                          for key in STATISTICS] if stats else ["—"] * len(STATISTICS))
+                kept = "†" if stats and stats["kept_from_summary"] else ""
+                lines.append(f"| {model} | {steps}{kept} | "
+                             + " | ".join(cells)
+                             + f" | {rollbacks} | {pending} | {paper_cells} |")
         lines.append("")
     return "\n".join(lines)
 
