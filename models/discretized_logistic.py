@@ -14,12 +14,16 @@ so the 256 probabilities sum to one.  The difference of sigmoids is computed in 
 :math:`\log\sigma(a) + \log\sigma(-b) + \log(1 - e^{b - a})` (exact: :math:`\sigma(a) -
 \sigma(b) = \sigma(a)\,\sigma(-b)\,(1 - e^{b - a})`), which stays finite and accurate far in the
 tails and for tiny scales, where PixelCNN++ switches to a density approximation instead.
+The log-mass is one autograd node with its gradient written out (:class:`_LogMass`): autograd
+of the formula above makes about sixty passes over every pixel of a batch of frames, most of the
+time of a step on RGB frames, against about twenty.
 """
 
 from __future__ import annotations
 
 import torch
 from pyro.distributions import TorchDistribution
+from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
 from torch.nn import functional as F
 
@@ -67,15 +71,7 @@ class DiscretizedLogistic(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         level = (value * (LEVELS - 1)).round().clamp(0, LEVELS - 1) / (LEVELS - 1)
-        inverse_scale = torch.exp(-self.log_scale)
-        upper = (level + _HALF_BIN - self.loc) * inverse_scale
-        lower = (level - _HALF_BIN - self.loc) * inverse_scale
-        # the edge bins take the tails: log P = log sigma(upper) at 0, log sigma(-lower) at 1;
-        # every branch is finite, so where() passes no NaN gradient
-        bin_width = (2 * _HALF_BIN) * inverse_scale
-        inner = F.logsigmoid(upper) + F.logsigmoid(-lower) + _log1mexp(bin_width)
-        edge = torch.where(level <= 0, F.logsigmoid(upper), F.logsigmoid(-lower))
-        return torch.where((level <= 0) | (level >= 1), edge, inner)
+        return _LogMass.apply(self.loc, self.log_scale, level)
 
     def sample(self, sample_shape=()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
@@ -84,6 +80,56 @@ class DiscretizedLogistic(TorchDistribution):
             u = u.clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
             x = self.loc + torch.exp(self.log_scale) * (torch.log(u) - torch.log1p(-u))
             return (x * (LEVELS - 1)).round().clamp(0, LEVELS - 1) / (LEVELS - 1)
+
+
+class _LogMass(torch.autograd.Function):
+    r"""``log P(level)`` of the bins of logistics ``(loc, log_scale)``, broadcast together.
+
+    With :math:`k = e^{-\log s}`, :math:`a = (x + h - \mu) k`, :math:`b = (x - h - \mu) k`
+    and the bin's width :math:`w = 2 h k = a - b`: inner bins
+    :math:`\log\sigma(a) + \log\sigma(-b) + \log(1 - e^{-w})`, the bin at 0
+    :math:`\log\sigma(a)`, the bin at 1 :math:`\log\sigma(-b)`. The backward pass uses
+    :math:`\partial_a \log\sigma(a) = \sigma(-a)`, :math:`\partial_b \log\sigma(-b) =
+    -\sigma(b)`, :math:`\partial_w \log(1 - e^{-w}) = e^{-w - \log(1 - e^{-w})}` (from the
+    forward value, so no cancellation at small widths), :math:`\partial_\mu = -k(\partial_a +
+    \partial_b)` and :math:`\partial_{\log s} = -(a \partial_a + b \partial_b + w
+    \partial_w)`. First-order only.
+    """
+
+    @staticmethod
+    def forward(ctx, loc, log_scale, level):
+        inverse_scale = torch.exp(-log_scale)
+        upper = (level + _HALF_BIN - loc) * inverse_scale
+        lower = (level - _HALF_BIN - loc) * inverse_scale
+        width = (2 * _HALF_BIN) * inverse_scale
+        log_cdf_upper = F.logsigmoid(upper)
+        log_survival_lower = F.logsigmoid(-lower)
+        log_width_mass = _log1mexp(width)
+        at_zero, at_one = level <= 0, level >= 1
+        # every branch is finite, so where() selects without NaN
+        inner = log_cdf_upper + log_survival_lower + log_width_mass
+        log_p = torch.where(at_zero, log_cdf_upper, torch.where(at_one, log_survival_lower, inner))
+        ctx.save_for_backward(upper, lower, width, log_width_mass, inverse_scale, at_zero, at_one)
+        ctx.shapes = loc.shape, log_scale.shape
+        return log_p
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        upper, lower, width, log_width_mass, inverse_scale, at_zero, at_one = ctx.saved_tensors
+        zero = grad.new_zeros(())
+        d_upper = torch.where(at_one, zero, torch.sigmoid(-upper) * grad)
+        d_lower = torch.where(at_zero, zero, torch.sigmoid(lower).neg_().mul_(grad))
+        d_width = torch.where(at_zero | at_one, zero,
+                              torch.exp(-(width + log_width_mass)) * grad)
+        loc_shape, log_scale_shape = ctx.shapes
+        d_loc = d_log_scale = None
+        if ctx.needs_input_grad[0]:
+            d_loc = ((d_upper + d_lower) * inverse_scale).neg_().sum_to_size(loc_shape)
+        if ctx.needs_input_grad[1]:
+            d_log_scale = (upper * d_upper).add_(lower * d_lower).add_(width * d_width)
+            d_log_scale = d_log_scale.neg_().sum_to_size(log_scale_shape)
+        return d_loc, d_log_scale, None
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
