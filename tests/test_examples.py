@@ -128,6 +128,12 @@ def test_paper_experiments_passes_a_variants_options_and_keeps_its_runs_apart(tm
     for call, model in ((variant_dnc, "dnc"), (variant_vrnn, "vrnn-x")):
         assert "--min-scale 0.01" in call
         assert f"--out runs/paper-variants/min-scale-0.01/parity-l10/{model}/seed1" in call
+    assert all("--threads 1 " in call for call in calls.read_text().splitlines())
+    # the thread count is the machine's business, not a variant: the same run folder
+    subprocess.run(["bash", script, "data", "10", "1", "parity-l10", "dnc"], check=True,
+                   env={**env, "THREADS": "2"}, cwd=tmp_path)
+    two_threads = calls.read_text().splitlines()[-1]
+    assert "--threads 2 " in two_threads and "--out runs/paper/parity-l10/dnc/seed1" in two_threads
 
 
 def _fake_paper_run(run, steps, finished, recall_kl=18.5):
