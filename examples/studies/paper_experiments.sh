@@ -12,8 +12,9 @@
 # the VRNN with the previous frame fed to its controller (--frame-feedback; the paper's Fig. 1a).
 # Every model has 1.86 M parameters (--parameter-budget 1860000, MLP networks), one thread
 # (run one such command per core; THREADS=2 runs one on both cores, e.g. the rotating room,
-# whose step is 1.7x faster on two threads). Runs go to runs/paper/EXPERIMENT/MODEL/seedSEED; rerunning
-# the same command with a larger STEPS continues each run exactly from its checkpoint. A loss
+# whose step is 1.7x faster on two threads). Runs go to runs/paper/EXPERIMENT/MODEL/seedSEED;
+# rerunning the same command with a larger STEPS continues each run exactly from its
+# checkpoint. A loss
 # explosion rolls back to the last kept checkpoint at half the learning rate (at most 3 times;
 # rollbacks.json in the run folder records them) instead of stopping the run.
 # Options after "--" are added to every pgtm train command and make a variant: its runs go to
@@ -58,7 +59,8 @@ for model in "${models[@]}"; do
   [ "$model" = vrnn-x ] && variant=(--frame-feedback)
   pgtm train "${task[@]}" --model "${model%-x}" "${variant[@]}" "${options[@]}" \
     --data-dir "$data_dir" \
-    --parameter-budget 1860000 --network "$network" --steps "$steps" --seed "$seed" --threads "${THREADS:-1}" \
+    --parameter-budget 1860000 --network "$network" --steps "$steps" --seed "$seed" \
+    --threads "${THREADS:-1}" \
     --batch-size 32 --learning-rate 1e-3 --eval-every 500 --checkpoint-every 500 \
     --log-every 50 --on-divergence rollback --no-progress \
     --out "$root/$experiment/$model/seed$seed"
