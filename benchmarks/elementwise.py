@@ -1,10 +1,13 @@
-"""Elementwise kernels on this CPU: torch's ELU against :func:`pgtm.elementwise.elu`, and the
+"""Elementwise kernels on this CPU: torch's ELU and Bernoulli log-density against
+:func:`pgtm.elementwise.elu` and :func:`pgtm.elementwise.bernoulli_log_prob`, and the
 discretised logistic's log-mass by autograd against its written-out gradient.
 
 Times (nanoseconds per element, medians of interleaved repetitions, one thread) ``exp``,
 ``log``, ``log1p`` and ``expm1`` on a step's frames (B = 32, T = 15, 28x28); forward +
 backward of the ELU of the prior's hidden layer over a step ([480, 256]): torch's ``F.elu``
-against :func:`pgtm.elementwise.elu`; forward + backward of the discretised logistic's
+against :func:`pgtm.elementwise.elu`; forward + backward of the frames' Bernoulli log-density
+over a step ([480, 784]): torch's ``binary_cross_entropy_with_logits`` against
+:func:`pgtm.elementwise.bernoulli_log_prob`; forward + backward of the discretised logistic's
 log-mass over a rotating-room batch (B = 32, T = 30, 3x32x32): autograd of its formula against
 :class:`~pgtm.models.discretized_logistic.DiscretizedLogistic` (one node, the gradient written
 out). Writes ``<out>/summary.{json,md}``::
@@ -23,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from pgtm.elementwise import elu
+from pgtm.elementwise import bernoulli_log_prob, elu
 from pgtm.models.discretized_logistic import _HALF_BIN, DiscretizedLogistic, _log1mexp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,6 +59,13 @@ def measure(repeats: int) -> dict:
     elus = _median_ns_per_element({"torch": _forward_backward(F.elu, hidden),
                                    "pgtm": _forward_backward(elu, hidden)},
                                   hidden.numel(), repeats)
+    frames = (torch.rand(logits.shape, generator=generator) < 0.2).float()
+    bernoullis = _median_ns_per_element(
+        {"torch": _forward_backward(
+            lambda a, b: -F.binary_cross_entropy_with_logits(a, b, reduction="none"),
+            logits, frames),
+         "pgtm": _forward_backward(bernoulli_log_prob, logits, frames)},
+        logits.numel(), repeats)
     loc = torch.rand(32 * 30, 3, 32, 32, generator=generator)
     log_scale = -4 * torch.rand(loc.shape, generator=generator)
     level = (255 * torch.rand(loc.shape, generator=generator)).round() / 255
@@ -67,6 +77,7 @@ def measure(repeats: int) -> dict:
              differentiable=2)},
         loc.numel(), max(repeats // 5, 5))
     return {"kernels_ns_per_element": kernels, "elu_ns_per_element": elus,
+            "bernoulli_ns_per_element": bernoullis,
             "discretized_logistic_ns_per_element": log_masses}
 
 
@@ -94,18 +105,21 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["# Elementwise kernels: torch's ELU and pgtm's", "",
+    lines = ["# Elementwise kernels: torch's and pgtm's", "",
              "Command: `python benchmarks/elementwise.py --out " + str(args.out) + "`; torch "
              f"{torch.__version__}, {results['environment']['machine']}, CPU capability "
              f"{results['environment']['cpu_capability']}, "
-             "one thread; nanoseconds per element, forward + backward for the ELU and the "
-             f"log-mass; load average {results['environment']['load_average'][0]:.2f} at "
-             "the end.", "",
+             "one thread; nanoseconds per element, forward + backward for the ELU, the "
+             "Bernoulli log-density and the log-mass; load average "
+             f"{results['environment']['load_average'][0]:.2f} at the end.", "",
              "| kernel | torch | pgtm |", "|---|---:|---:|"]
     for name, value in results["kernels_ns_per_element"].items():
         lines.append(f"| {name} | {value:.2f} | |")
     elus = results["elu_ns_per_element"]
     lines.append(f"| ELU [480, 256] | {elus['torch']:.2f} | {elus['pgtm']:.2f} |")
+    bernoullis = results["bernoulli_ns_per_element"]
+    lines.append(f"| Bernoulli log-density [480, 784] | {bernoullis['torch']:.2f} | "
+                 f"{bernoullis['pgtm']:.2f} |")
     masses = results["discretized_logistic_ns_per_element"]
     lines.append(f"| discretised logistic log-mass [960, 3, 32, 32] (autograd, written out) | "
                  f"{masses['autograd']:.2f} | {masses['written out']:.2f} |")

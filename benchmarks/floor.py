@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 
+from pgtm.models.batched_scores import BatchedScores
 from pgtm.shapes import cat_steps
 from pgtm.unrolled_linear import unrolling
 
@@ -64,23 +65,25 @@ def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> Flo
     # back-propagate a full [B, T, F] gradient)
     features = gtm.encoder(x).split(1, dim=1)  # T x [B, 1, F]
     state = gtm.initial_state((batch, 1), x.device, x.dtype)
-    latents, contexts, log_q_z, penalties = [], [], [], []
+    latents, contexts, posteriors, penalties = [], [], [], []
+    scores = BatchedScores(length)  # every step's log q in one computation, as the guide's
     with unrolling():
         for t in range(length):
             action = None if c is None else c[:, t : t + 1]
             step = gtm.path_step(state, action)
-            posterior = gtm.posterior(step.context, features[t])
+            posterior = scores.join(t, gtm.posterior(step.context, features[t]))
             z = posterior.rsample()  # [B, 1, Z]: the same draw as Pyro's guide site z_t
-            log_q_z.append(posterior.log_prob(z))  # [B, 1]
+            scores.record(t, z)
+            posteriors.append(posterior)
             if step.penalty is not None:
                 penalties.append(step.penalty)
             state = gtm.next_state(step, z, features[t])
             latents.append(z)
             contexts.append(step.context)
+    log_q_z = torch.cat([q.log_prob(z) for q, z in zip(posteriors, latents, strict=True)], -1)
     latents, contexts = cat_steps(latents), cat_steps(contexts)  # [B, T, Z], [B, T, C]
     log_p_z = gtm.prior(contexts).log_prob(latents)  # [B, T]
     log_p_x = gtm.likelihood(gtm.decoder(torch.cat([latents, contexts], dim=-1))).log_prob(x)
-    log_q_z = torch.cat(log_q_z, dim=-1)
     penalty = torch.cat(penalties, dim=-1) if penalties else torch.zeros_like(log_p_z)
     if mask is not None:
         zero = log_p_x.new_zeros(())

@@ -68,6 +68,7 @@ from pgtm.checks import integer
 from pgtm.shapes import cat_features, cat_steps
 from pgtm.unrolled_linear import unrolling
 
+from .batched_scores import BatchedScores
 from .path import FollowedPath, GuidePath, PathState, PathStep
 
 
@@ -283,12 +284,14 @@ class GTM(nn.Module):
             )
             guide.start(memory_latents)
             state = self.initial_state((batch, 1), x.device, x.dtype, memory_state)
+            scores = BatchedScores(length)
             for t in pyro.markov(range(length)):
                 followed = guide.step(t, state)
                 step = followed or self.path_step(state, self._action(c, t))
                 prior = guide.prior(t, self.prior) if followed else self.prior(step.context)
                 with _step_mask(partial, t):
-                    z = pyro.sample(f"z_{t}", prior)
+                    z = pyro.sample(f"z_{t}", scores.join(t, prior))
+                    scores.record(t, z)
                     if step.penalty is not None:
                         pyro.factor(f"penalty_{t}", -step.penalty)
                 state = self.next_state(step, z, features[t])
@@ -319,11 +322,13 @@ class GTM(nn.Module):
                 self.memory.posterior_initial_state, encoded.unsqueeze(1), mask.unsqueeze(1)
             )
             state = self.initial_state((batch, 1), x.device, x.dtype, memory_state)
+            scores = BatchedScores(length)
             for t in pyro.markov(range(length)):
                 step = self.path_step(state, self._action(c, t))
                 with _step_mask(partial, t):
                     posterior = self.posterior(step.context, features[t])
-                    z = pyro.sample(f"z_{t}", posterior)
+                    z = pyro.sample(f"z_{t}", scores.join(t, posterior))
+                    scores.record(t, z)
                 path.steps.append(step)
                 path.latents.append(z)
                 state = self.next_state(step, z, features[t])

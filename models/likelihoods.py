@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pgtm.elementwise import bernoulli_log_prob
 from pgtm.models.discretized_logistic import DiscretizedLogistic
 
 
@@ -40,13 +41,24 @@ class BernoulliLikelihood(Likelihood):
     """Bernoulli pixels with logits ``raw``: for binarised frames."""
 
     def forward(self, raw):
-        return dist.Bernoulli(logits=raw).to_event(len(self.frame_shape))
+        return _Bernoulli(logits=raw).to_event(len(self.frame_shape))
 
     def frames_error(self, x):
         if bool(((x == 0) | (x == 1)).all()):
             return None
         return ("x must hold binary frames (0 or 1) for the bernoulli likelihood; binarise them "
                 "or use the continuous-bernoulli or gaussian likelihood")
+
+
+class _Bernoulli(dist.Bernoulli):
+    """``Bernoulli(logits=...)`` whose log-density is :func:`pgtm.elementwise.bernoulli_log_prob`
+    (on a CPU twice as fast as torch's, as accurate)."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = torch.broadcast_tensors(self.logits, value)
+        return bernoulli_log_prob(logits, value)
 
 
 class GaussianLikelihood(Likelihood):

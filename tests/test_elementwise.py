@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pgtm.elementwise import ELU, elu
+from pgtm.elementwise import ELU, bernoulli_log_prob, elu
 
 
 def _inputs(dtype) -> torch.Tensor:
@@ -36,3 +36,44 @@ def test_elu_refuses_a_second_derivative_instead_of_giving_a_wrong_one():
     (grad,) = torch.autograd.grad(elu(x).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError):
         grad.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_log_prob_is_accurate_to_a_few_ulps(dtype):
+    """Against ``x l - max(l, 0) - log1p(exp(-|l|))`` in float64 with torch's ``log1p`` (torch's
+    own float64 ``binary_cross_entropy_with_logits`` is off by 1e-7 relative where the
+    log-density is near 0, e.g. x = 0, l = -18.5)."""
+    logits = _inputs(dtype)
+    value = (torch.rand(logits.shape, generator=torch.Generator().manual_seed(1)) < 0.4)
+    value = value.to(dtype)
+    wide_logits, wide_value = logits.double(), value.double()
+    exact = (wide_value * wide_logits - wide_logits.clamp(min=0)
+             - torch.log1p(torch.exp(-wide_logits.abs())))
+    ours = bernoulli_log_prob(logits, value).double()
+    finfo = torch.finfo(dtype)  # relative to a few ulps; absolute among the subnormals
+    assert torch.all((ours - exact).abs() <= 4 * finfo.eps * exact.abs() + finfo.tiny)
+    torchs = -F.binary_cross_entropy_with_logits(logits, value, reduction="none").double()
+    assert (ours - exact).abs().max() <= (torchs - exact).abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_log_prob_gradients_are_torchs(dtype):
+    logits = _inputs(dtype).requires_grad_()
+    value = torch.rand(logits.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    value.requires_grad_()
+    weights = torch.randn(logits.shape, dtype=dtype)
+    ours = torch.autograd.grad((bernoulli_log_prob(logits, value) * weights).sum(),
+                               (logits, value))
+    torchs = torch.autograd.grad(
+        (-F.binary_cross_entropy_with_logits(logits, value, reduction="none") * weights).sum(),
+        (logits, value))
+    rtol = 1e-6 if dtype == torch.float32 else 1e-14
+    for a, b in zip(ours, torchs, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol)
+
+
+def test_bernoulli_log_prob_passes_gradcheck():
+    generator = torch.Generator().manual_seed(3)
+    logits = (5 * torch.randn(20, generator=generator, dtype=torch.float64)).requires_grad_()
+    value = torch.rand(20, generator=generator, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(bernoulli_log_prob, (logits, value))
