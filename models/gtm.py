@@ -196,7 +196,9 @@ class GTM(nn.Module):
 
     # ----------------------------------------------------------------- input checks
     def check_inputs(self, x, c=None, mask=None):
-        """Validate ``x [B, T, *frame_shape]``, ``c [B, T, action_size]``, ``mask [B, T]``.
+        """Validate ``x [B, T, *frame_shape]``, ``c [B, T, action_size]``, ``mask [B, T]``: their
+        shapes always, their values (finite frames in the likelihood's support, a mask that
+        is a prefix) while ``pyro.distributions`` validation is on (Pyro's default).
 
         :returns: ``(x, c, mask)`` with a full mask when ``mask`` is ``None``.
         """
@@ -205,11 +207,15 @@ class GTM(nn.Module):
         expected = "[B, T, " + ", ".join(map(str, self.frame_shape)) + "]"
         if x.dim() != 2 + len(self.frame_shape) or tuple(x.shape[2:]) != self.frame_shape:
             raise ValueError(f"x must have shape {expected}, got {list(x.shape)}")
+        # the values are checked while Pyro validates distributions' arguments (the training
+        # loop turns that off after the first step of a batch shape: these checks are a few
+        # passes over the frames and a host synchronisation each)
+        checks_values = pyro.distributions.is_validation_enabled()
         # one reduction instead of an elementwise mask (20x cheaper); NaN/inf propagate into the
         # float64 sum, which cannot overflow for float32 frames
-        if not torch.isfinite(x.sum(dtype=torch.float64)):
+        if checks_values and not torch.isfinite(x.sum(dtype=torch.float64)):
             raise ValueError("x contains NaN or infinite values")
-        outside = self.likelihood.frames_error(x)
+        outside = self.likelihood.frames_error(x) if checks_values else None
         if outside is not None:
             raise ValueError(outside)
         batch_time = tuple(x.shape[:2])
@@ -229,7 +235,7 @@ class GTM(nn.Module):
                 f"mask must be a bool tensor of shape [B, T] = {list(batch_time)}, "
                 f"got {mask.dtype} {list(mask.shape)}"
             )
-        elif bool((mask[:, 1:] > mask[:, :-1]).any()):
+        elif checks_values and bool((mask[:, 1:] > mask[:, :-1]).any()):
             raise ValueError("mask must be True on a prefix of each sequence and False after its "
                              "end; it has an observed step after a masked one")
         return x, c, mask

@@ -22,6 +22,9 @@ def broadcast_leading(*tensors: torch.Tensor, event_dims: int | tuple[int, ...] 
     if isinstance(event_dims, int):
         event_dims = (event_dims,) * len(tensors)
     batch_shapes = [t.shape[: t.dim() - e] for t, e in zip(tensors, event_dims, strict=True)]
+    if all(shape == batch_shapes[0] for shape in batch_shapes[1:]):
+        # the common case, and torch.broadcast_shapes is Python (≈30 µs a call, 70 calls a step)
+        return list(tensors)
     batch = torch.broadcast_shapes(*batch_shapes)
     # a tensor already of the common shape is passed on as it is: an expand to its own shape
     # would still cost an op and a backward node, at every step of every sequence

@@ -125,6 +125,22 @@ def test_bad_frames_are_rejected(bad, match):
         gtm.model(bad)
 
 
+def test_frame_values_are_checked_while_pyro_validates():
+    """The values are checked with Pyro's validation (on by default), the shapes always: the
+    training loop turns validation off after a batch shape's first step."""
+    gtm = small_gtm()
+    nan_frames = torch.full((3, 5, 1, 28, 28), float("nan"))
+    pyro.distributions.enable_validation(False)
+    try:
+        gtm.check_inputs(nan_frames)  # no pass over the values
+        with pytest.raises(ValueError, match=r"x must have shape"):
+            gtm.check_inputs(torch.zeros(3, 5, 28, 28))
+    finally:
+        pyro.distributions.enable_validation(True)
+    with pytest.raises(ValueError, match="NaN"):
+        gtm.check_inputs(nan_frames)
+
+
 def test_bad_mask_and_unknown_parts_are_rejected():
     gtm = small_gtm()
     with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \[B, T\]"):
