@@ -2,7 +2,7 @@ r"""The per-step diagonal Gaussians of one pass, scored in one call.
 
 Pyro scores a trace site by site: for the ``T`` latent sites ``z_t`` of a GTM that is ``T``
 small log-density computations in the guide and ``T`` in the model, each a dozen operations
-forward and more backward (a third of a VRNN training step's operations at T = 15). Every
+forward and more backward (a quarter of a VRNN training step's operations at T = 15). Every
 value is known by then — Pyro scores a trace after running it — so :class:`BatchedScores`
 stacks the steps' locations, scales and values and computes all ``T`` log-densities at once,
 handing each site its slice. The numbers are those of
