@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from pgtm.elementwise import bernoulli_log_prob, elu
-from pgtm.models.discretized_logistic import _HALF_BIN, DiscretizedLogistic, _log1mexp
+from pgtm.models.discretized_logistic import _HALF_BIN, DiscretizedLogistic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from matmul_floor import cpu_name, interleaved  # noqa: E402
@@ -86,7 +86,10 @@ def _log_mass_by_autograd(loc, log_scale, level):
     it (the code before its gradient was written out)."""
     upper = (level + _HALF_BIN - loc) * torch.exp(-log_scale)
     lower = (level - _HALF_BIN - loc) * torch.exp(-log_scale)
-    inner = F.logsigmoid(upper) + F.logsigmoid(-lower) + _log1mexp(upper - lower)
+    width = upper - lower
+    log1mexp = torch.where(width < 0.6931, torch.log(-torch.expm1(-width)),
+                           torch.log1p(-torch.exp(-width)))
+    inner = F.logsigmoid(upper) + F.logsigmoid(-lower) + log1mexp
     edge = torch.where(level <= 0, F.logsigmoid(upper), F.logsigmoid(-lower))
     return torch.where((level <= 0) | (level >= 1), edge, inner)
 

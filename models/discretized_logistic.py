@@ -25,7 +25,8 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
-from torch.nn import functional as F
+
+from pgtm.elementwise import log1mexp, log_sigmoid
 
 #: pixel levels: values are multiples of 1 / (LEVELS - 1)
 LEVELS = 256
@@ -102,9 +103,9 @@ class _LogMass(torch.autograd.Function):
         upper = (level + _HALF_BIN - loc) * inverse_scale
         lower = (level - _HALF_BIN - loc) * inverse_scale
         width = (2 * _HALF_BIN) * inverse_scale
-        log_cdf_upper = F.logsigmoid(upper)
-        log_survival_lower = F.logsigmoid(-lower)
-        log_width_mass = _log1mexp(width)
+        log_cdf_upper = log_sigmoid(upper)
+        log_survival_lower = log_sigmoid(-lower)
+        log_width_mass = log1mexp(width)
         at_zero, at_one = level <= 0, level >= 1
         # every branch is finite, so where() selects without NaN
         inner = log_cdf_upper + log_survival_lower + log_width_mass
@@ -130,9 +131,3 @@ class _LogMass(torch.autograd.Function):
             d_log_scale = (upper * d_upper).add_(lower * d_lower).add_(width * d_width)
             d_log_scale = d_log_scale.neg_().sum_to_size(log_scale_shape)
         return d_loc, d_log_scale, None
-
-
-def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    r""":math:`\log(1 - e^{-x})` for ``x > 0``, accurate for small and large ``x`` (Mächler,
-    2012)."""
-    return torch.where(x < 0.6931, torch.log(-torch.expm1(-x)), torch.log1p(-torch.exp(-x)))

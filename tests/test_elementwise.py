@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pgtm.elementwise import ELU, bernoulli_log_prob, elu
+from pgtm.elementwise import ELU, bernoulli_log_prob, elu, log1mexp, log1p, log_sigmoid
 
 
 def _inputs(dtype) -> torch.Tensor:
@@ -77,3 +77,27 @@ def test_bernoulli_log_prob_passes_gradcheck():
     logits = (5 * torch.randn(20, generator=generator, dtype=torch.float64)).requires_grad_()
     value = torch.rand(20, generator=generator, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(bernoulli_log_prob, (logits, value))
+
+
+def _within_ulps(ours, exact, dtype, ulps):
+    finfo = torch.finfo(dtype)  # relative to a few ulps; absolute among the subnormals
+    return torch.all((ours.double() - exact).abs() <= ulps * finfo.eps * exact.abs() + finfo.tiny)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log1p_log_sigmoid_and_log1mexp_are_accurate(dtype):
+    """Against torch's ``log1p``, ``logsigmoid`` and Mächler's ``log1mexp`` in float64 (for
+    float64 inputs: agreement to a few ulps of two float64 evaluations)."""
+    generator = torch.Generator().manual_seed(4)
+    fractions = torch.rand(4000, generator=generator, dtype=torch.float64)
+    tiny = torch.tensor([1e-30, 1e-12, 1e-8, 1e-4, 0.5, 0.6931, 0.6932, 1.0], dtype=torch.float64)
+    above_minus_one = torch.cat([fractions * 2 - 1, fractions * 1e6, tiny, -tiny[:-1]]).to(dtype)
+    assert _within_ulps(log1p(above_minus_one), torch.log1p(above_minus_one.double()), dtype, 4)
+    reals = _inputs(dtype)
+    assert _within_ulps(log_sigmoid(reals), F.logsigmoid(reals.double()), dtype, 4)
+    positive = torch.cat([fractions * 3, 10 ** (8 * fractions - 7), tiny, tiny * 40]).to(dtype)
+    wide = positive.double()
+    exact = torch.where(wide < 0.6931, torch.log(-torch.expm1(-wide)),
+                        torch.log1p(-torch.exp(-wide)))
+    assert _within_ulps(log1mexp(positive), exact, dtype, 8)
+    assert torch.isfinite(log1mexp(positive)).all()
