@@ -4,12 +4,18 @@ batch size on 1 and 2 threads.
 The process tunes glibc's malloc as the ``pgtm`` commands do (:mod:`pgtm.cli.allocator`).
 
 *Matmul-shape floor*: one step of ``pgtm train`` (Pyro's ``Trace_ELBO`` through the objective
-module, backward, ClippedAdam) is profiled with its input shapes; every matrix product it issues
-(``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``: forward, backward and the LSTM cell's) is then
-timed alone at its own shapes on contiguous float32 tensors, in the same process, and the floor
-is the sum over the step's products of their medians. Whatever a step costs above it is
-elementwise work, Python, autograd and Pyro. Convolutions are not products here: at the conv
-setting the floor leaves them out, so the ratio there includes their time.
+module, backward, ClippedAdam) is run under a dispatch mode that records every matrix product it
+issues (``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``: forward, backward and the LSTM cell's) with
+its inputs' shapes and strides; every product is then timed alone on float32 tensors of those
+very layouts, in the same process, and the floor is the sum over the step's products of their
+medians. Whatever a step costs above it is elementwise work, Python, autograd, Pyro, and the
+products' own loss of cache: timed alone, a product finds its weights in cache. The *cold floor*
+times each product after overwriting twice the last-level cache, so that its inputs come from
+memory; a step's products, measured inside a profiled step, take between the two (at B=32 a
+step's weights, not its activations, are most of the products' traffic, and how much of them
+survives from one time step to the next depends on what else shares the last-level cache).
+Convolutions are not products here: at the conv setting the floor leaves them out, so the ratio
+there includes their time.
 
 Settings: ``readme`` (the quick start's: perfect recall l=10, k=5, so T=15; MLP networks; B=32)
 and ``target`` (the step benchmark's: T=20, conv networks, B=32), 28x28 binary frames, default
@@ -26,16 +32,19 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pgtm.cli.allocator import keep_freed_memory
 from pgtm.inference.clipped_adam import MultiTensorClippedAdam
@@ -51,7 +60,9 @@ SETTINGS = {
     "readme": {"length": 15, "network": "mlp", "batch": 32},
     "target": {"length": 20, "network": "conv", "batch": 32},
 }
-PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+PRODUCTS = {torch.ops.aten.mm.default: "mm", torch.ops.aten.addmm.default: "addmm",
+            torch.ops.aten.bmm.default: "bmm", torch.ops.aten.baddbmm.default: "baddbmm"}
+PROFILED_PRODUCTS = tuple(f"aten::{name}" for name in PRODUCTS.values())
 BATCHES = (32, 64, 128, 256, 512)
 LEARNING_RATE, CLIP_NORM = 1e-3, 10.0
 
@@ -85,13 +96,13 @@ class Step:
     def floor(self) -> None:
         floor_step(self.floor_gtm, self.floor_optimizer, self.x)
 
-    def products(self) -> list[tuple[str, list, int]]:
-        """``(op, input shapes, count)`` of every matrix product of one Pyro step."""
-        self.pyro()  # warm, so that the profiled step is a steady one
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    def products(self) -> list[tuple[str, tuple, int]]:
+        """``(op, inputs, count)`` of every matrix product of one Pyro step; ``inputs`` holds
+        ``(shape, stride)`` for a tensor argument and the value of any other."""
+        self.pyro()  # warm, so that the recorded step is a steady one
+        with _RecordProducts() as recorder:
             self.pyro()
-        return [(e.key, e.input_shapes, e.count)
-                for e in prof.key_averages(group_by_input_shape=True) if e.key in PRODUCTS]
+        return [(op, inputs, count) for (op, inputs), count in recorder.counts.items()]
 
     def products_in_step(self, profiled_steps: int = 5) -> float:
         """Seconds the matrix products take inside a Pyro step, where their inputs come from
@@ -101,38 +112,83 @@ class Step:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 self.pyro()
             totals.append(sum(e.self_cpu_time_total for e in prof.key_averages()
-                              if e.key in PRODUCTS) / 1e6)
+                              if e.key in PROFILED_PRODUCTS) / 1e6)
         return statistics.median(totals)
 
 
+class _RecordProducts(TorchDispatchMode):
+    """Counts the matrix products dispatched while active, by op, shapes and strides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in PRODUCTS:
+            if kwargs:
+                raise NotImplementedError(f"{func} called with keyword arguments {kwargs}")
+            inputs = tuple((tuple(a.shape), a.stride()) if torch.is_tensor(a) else a
+                           for a in args)
+            self.counts[(PRODUCTS[func], inputs)] += 1
+        return func(*args, **kwargs)
+
+
+def _strided(shape: tuple, stride: tuple) -> torch.Tensor:
+    """A float32 tensor of ``shape`` laid out with ``stride``."""
+    extent = 1 + sum((size - 1) * step for size, step in zip(shape, stride, strict=True))
+    return torch.randn(extent).as_strided(shape, stride)
+
+
 def product_calls(products) -> list[tuple[callable, int]]:
-    """Each product as ``(call, count)``: ``op`` on fresh contiguous float32 tensors of its
-    recorded shapes."""
-    ops = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm,
-           "aten::baddbmm": torch.baddbmm}
+    """Each product as ``(call, count)``: ``op`` on fresh float32 tensors of its recorded
+    shapes and strides."""
     calls = []
-    for op, shapes, count in products:
-        tensors = [torch.randn(s) for s in shapes if s]
-        calls.append((lambda fn=ops[op], tensors=tensors: fn(*tensors), count))
+    for op, inputs, count in products:
+        args = [_strided(*a) if isinstance(a, tuple) else a for a in inputs]
+        calls.append((functools.partial(getattr(torch, op), *args), count))
     return calls
 
 
-def median_seconds(fn, repeats: int) -> float:
+def last_level_cache_bytes(default: int = 32 << 20) -> int:
+    """The largest CPU cache of this machine (Linux sysfs), else ``default``."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        sizes.append(int(text.rstrip("KMG")) * unit)
+    return max(sizes, default=default)
+
+
+def cache_evictor() -> callable:
+    """A call that overwrites twice the last-level cache."""
+    buffer = torch.zeros(2 * last_level_cache_bytes() // 4)
+    return lambda: buffer.add_(1.0)
+
+
+def median_seconds(fn, repeats: int, before=None) -> float:
+    """Median seconds of ``fn`` over ``repeats`` calls, each after ``before()`` (untimed)."""
     times = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def matmul_floor(calls, repeats: int = 25) -> float:
-    """Seconds: the sum over the products of a step of each one's median time alone."""
+def matmul_floor(calls, repeats: int = 25, before=None) -> float:
+    """Seconds: the sum over the products of a step of each one's median time alone, each
+    call after ``before()`` (e.g. :func:`cache_evictor`)."""
     total = 0.0
     for call, count in calls:
         for _ in range(3):
             call()
-        total += count * median_seconds(call, repeats)
+        total += count * median_seconds(call, repeats, before)
     return total
 
 
@@ -164,26 +220,30 @@ def bench_setting(model: str, setting: dict, repeats: int) -> dict:
     inside_s = step.products_in_step()
     calls = product_calls(products)
     floor_s = matmul_floor(calls)
+    cold_s = matmul_floor(calls, before=cache_evictor())
     medians = interleaved({"pyro": step.pyro, "floor": step.floor,
                            "products": lambda: all_products(calls)}, repeats)
     return {
         "parameters": step.parameters,
         "products_per_step": sum(count for _, _, count in products),
-        "gflop_per_step": sum(count * _flops(shapes) for _, shapes, count in products) / 1e9,
+        "gflop_per_step": sum(count * _flops(inputs) for _, inputs, count in products) / 1e9,
         "pyro_ms": 1e3 * medians["pyro"],
         "floor_ms": 1e3 * medians["floor"],
         "matmul_floor_ms": 1e3 * floor_s,
+        "cold_matmul_floor_ms": 1e3 * cold_s,
         "products_back_to_back_ms": 1e3 * medians["products"],
         "products_in_step_ms": 1e3 * inside_s,
         "ratio": medians["pyro"] / floor_s,
+        "cold_ratio": medians["pyro"] / cold_s,
         "floor_ratio": medians["floor"] / floor_s,
     }
 
 
-def _flops(shapes: list) -> float:
+def _flops(inputs: tuple) -> float:
     """Multiply-adds times 2 of a product whose last two matrix inputs are ``[(b,) m, k]`` and
     ``[(b,) k, n]`` (``addmm``/``baddbmm`` carry the added term first)."""
-    a, b = [s for s in shapes if len(s) >= 2][-2:]
+    a, b = [shape for shape, _ in (i for i in inputs if isinstance(i, tuple))
+            if len(shape) >= 2][-2:]
     batch = a[0] if len(a) == 3 else 1
     return 2.0 * batch * a[-2] * a[-1] * b[-1]
 
@@ -226,10 +286,12 @@ def markdown(res: dict) -> str:
         "",
         "One step = forward + backward + ClippedAdam update, as `pgtm train` runs it (Pyro's "
         "per-site checks off after the first step of a shape). *Matmul floor*: every matrix "
-        "product of the step timed alone at its shapes (contiguous float32), summed; *ratio* = "
+        "product of the step timed alone at its shapes and strides (float32), summed; *ratio* = "
         "step / matmul floor (at the conv setting the convolutions are in the step, not in "
-        "the floor). *In the step*: the same products' time inside a profiled step (inputs "
-        "and outputs from the step's own caches, not warm ones), and its ratio to the floor. "
+        "the floor). *Cold floor*: the same, each product timed after twice the last-level "
+        "cache was overwritten (inputs from memory); *cold ratio* = step / cold floor. *In "
+        "the step*: the same products' time inside a profiled step (inputs and outputs from "
+        "the step's own caches), and its ratio to the floor. "
         "Medians of interleaved repetitions, one thread; the batch sweep with 1 "
         "and 2 threads, the training processes of this machine paused.",
         "",
@@ -240,16 +302,17 @@ def markdown(res: dict) -> str:
             f"B={setting['batch']}",
             "",
             "| model | params | GFLOP/step | products/step | matmul floor ms (back to back) | "
-            "in the step ms (ratio) | Pyro step ms | ratio | floor.py step ms | "
-            "floor.py ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "cold floor ms | in the step ms (ratio) | Pyro step ms | ratio | cold ratio | "
+            "floor.py step ms | floor.py ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for model, r in res["settings"][name].items():
             lines.append(
                 f"| {model} | {r['parameters'] / 1e6:.2f} M | {r['gflop_per_step']:.2f} | "
                 f"{r['products_per_step']} | {r['matmul_floor_ms']:.1f} "
-                f"({r['products_back_to_back_ms']:.1f}) | {_in_step(r)} | {r['pyro_ms']:.1f} | "
-                f"{r['ratio']:.2f} | {r['floor_ms']:.1f} | {r['floor_ratio']:.2f} |")
+                f"({r['products_back_to_back_ms']:.1f}) | {_cold(r, 'cold_matmul_floor_ms', 1)} | "
+                f"{_in_step(r)} | {r['pyro_ms']:.1f} | {r['ratio']:.2f} | "
+                f"{_cold(r, 'cold_ratio', 2)} | {r['floor_ms']:.1f} | {r['floor_ratio']:.2f} |")
         lines.append("")
     if res.get("batches"):
         lines += [
@@ -266,6 +329,10 @@ def markdown(res: dict) -> str:
                     + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cold(row: dict, key: str, digits: int) -> str:
+    return f"{row[key]:.{digits}f}" if key in row else "–"  # a summary from before the column
 
 
 def _in_step(row: dict) -> str:
@@ -287,12 +354,17 @@ def plot(res: dict, path: Path) -> None:
     width = 0.38
     for i, name in enumerate(SETTINGS):
         ratios = [res["settings"][name][m]["ratio"] for m in models]
-        ax.bar([j + (i - 0.5) * width for j in range(len(models))], ratios, width,
+        where = [j + (i - 0.5) * width for j in range(len(models))]
+        ax.bar(where, ratios, width,
                label=f"{name} (T={SETTINGS[name]['length']}, {SETTINGS[name]['network']})")
+        cold = [res["settings"][name][m].get("cold_ratio") for m in models]
+        if None not in cold:
+            ax.plot(where, cold, "k_", ms=14, mew=2,
+                    label="against the cold floor" if i == 0 else None)
     ax.axhline(1.3, color="k", ls="--", lw=0.8)
     ax.text(len(models) - 0.5, 1.33, "target 1.3", ha="right", fontsize=8)
     ax.set_xticks(range(len(models)), models)
-    ax.set_ylabel("Pyro step / matmul-shape floor")
+    ax.set_ylabel("Pyro step / matmul-shape floor (bars: warm)")
     ax.set_title("Training step against its matmul floor (1 thread, B=32)")
     ax.set_ylim(0, 1.2 * max(r["ratio"] for rows in res["settings"].values()
                              for r in rows.values()))
