@@ -199,8 +199,8 @@ def all_products(calls) -> None:
             call()
 
 
-def interleaved(calls: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each call, the calls interleaved in rotating order."""
+def interleaved_times(calls: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds of each call at every repetition, the calls interleaved in rotating order."""
     for _ in range(warmup):
         for call in calls.values():
             call()
@@ -211,7 +211,13 @@ def interleaved(calls: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
             start = time.perf_counter()
             calls[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def interleaved(calls: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each call, the calls interleaved in rotating order."""
+    return {name: statistics.median(values)
+            for name, values in interleaved_times(calls, repeats, warmup).items()}
 
 
 def bench_setting(model: str, setting: dict, repeats: int) -> dict:
@@ -221,8 +227,13 @@ def bench_setting(model: str, setting: dict, repeats: int) -> dict:
     calls = product_calls(products)
     floor_s = matmul_floor(calls)
     cold_s = matmul_floor(calls, before=cache_evictor())
-    medians = interleaved({"pyro": step.pyro, "floor": step.floor,
-                           "products": lambda: all_products(calls)}, repeats)
+    times = interleaved_times({"pyro": step.pyro, "floor": step.floor,
+                               "products": lambda: all_products(calls)}, repeats)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    # each step over the products run next to it: the two see the same load of the host
+    paired = statistics.median(
+        step_s / products_s for step_s, products_s in zip(times["pyro"], times["products"],
+                                                          strict=True))
     return {
         "parameters": step.parameters,
         "products_per_step": sum(count for _, _, count in products),
@@ -235,6 +246,7 @@ def bench_setting(model: str, setting: dict, repeats: int) -> dict:
         "products_in_step_ms": 1e3 * inside_s,
         "ratio": medians["pyro"] / floor_s,
         "cold_ratio": medians["pyro"] / cold_s,
+        "paired_ratio": paired,
         "floor_ratio": medians["floor"] / floor_s,
     }
 
@@ -289,7 +301,10 @@ def markdown(res: dict) -> str:
         "product of the step timed alone at its shapes and strides (float32), summed; *ratio* = "
         "step / matmul floor (at the conv setting the convolutions are in the step, not in "
         "the floor). *Cold floor*: the same, each product timed after twice the last-level "
-        "cache was overwritten (inputs from memory); *cold ratio* = step / cold floor. *In "
+        "cache was overwritten (inputs from memory); *cold ratio* = step / cold floor. "
+        "*Paired ratio*: the median over repetitions of the step over the products back to "
+        "back run beside it (less sensitive to the host's drift than the other ratios, whose "
+        "floors are timed apart from the steps). *In "
         "the step*: the same products' time inside a profiled step (inputs and outputs from "
         "the step's own caches), and its ratio to the floor. "
         "Medians of interleaved repetitions, one thread; the batch sweep with 1 "
@@ -303,16 +318,18 @@ def markdown(res: dict) -> str:
             "",
             "| model | params | GFLOP/step | products/step | matmul floor ms (back to back) | "
             "cold floor ms | in the step ms (ratio) | Pyro step ms | ratio | cold ratio | "
-            "floor.py step ms | floor.py ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "paired ratio | floor.py step ms | floor.py ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for model, r in res["settings"][name].items():
             lines.append(
                 f"| {model} | {r['parameters'] / 1e6:.2f} M | {r['gflop_per_step']:.2f} | "
                 f"{r['products_per_step']} | {r['matmul_floor_ms']:.1f} "
-                f"({r['products_back_to_back_ms']:.1f}) | {_cold(r, 'cold_matmul_floor_ms', 1)} | "
+                f"({r['products_back_to_back_ms']:.1f}) | "
+                f"{_optional(r, 'cold_matmul_floor_ms', 1)} | "
                 f"{_in_step(r)} | {r['pyro_ms']:.1f} | {r['ratio']:.2f} | "
-                f"{_cold(r, 'cold_ratio', 2)} | {r['floor_ms']:.1f} | {r['floor_ratio']:.2f} |")
+                f"{_optional(r, 'cold_ratio', 2)} | {_optional(r, 'paired_ratio', 2)} | "
+                f"{r['floor_ms']:.1f} | {r['floor_ratio']:.2f} |")
         lines.append("")
     if res.get("batches"):
         lines += [
@@ -331,7 +348,7 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def _cold(row: dict, key: str, digits: int) -> str:
+def _optional(row: dict, key: str, digits: int) -> str:
     return f"{row[key]:.{digits}f}" if key in row else "–"  # a summary from before the column
 
 
@@ -392,7 +409,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--batch-models", nargs="*", default=["vrnn", "introspective", "dnc"],
                         choices=MODELS, help="models of the batch sweep (none: skip it)")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--batch-repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
