@@ -92,6 +92,10 @@ def evaluate(
     - ``recall_kl``, ``prerecall_kl``, ``recall_nll``, ``prerecall_nll``: mean per-step value over
       the valid steps with ``recall`` True / False (``None`` if ``recall`` is ``None``, ``nan``
       if no such step);
+    - ``recall_kl_seq [B]``: each sequence's mean per-step KL over its valid recall steps
+      (``nan`` for a sequence without one), and ``recall_kl_median``, its median over the
+      sequences that have one: unlike ``recall_kl``, not moved by one sequence's sharp, wrong
+      prior (``None`` without ``recall``);
     - ``penalty``: mean over particles and sequences of the summed ``penalty*`` factors (not part
       of any bound); ``penalty_seq [B]``;
     - ``global_kl_seq [B]``: the KL of the latent sites without a time index (e.g. the Kanerva
@@ -175,14 +179,23 @@ def evaluate(
     if recall is not None:
         rec = recall.to("cpu").to(f64) * w
         pre = (~recall.to("cpu")).to(f64) * w
+        recall_steps = rec.sum(1)
+        recall_kl_seq = torch.where(recall_steps > 0, (kl_bt * rec).sum(1) / recall_steps.clamp(
+            min=1), nan)
+        with_recall = recall_kl_seq[recall_steps > 0]
         results.update(
             recall_kl=_masked_mean(kl_bt * rec, rec),
             prerecall_kl=_masked_mean(kl_bt * pre, pre),
             recall_nll=_masked_mean(nll_bt * rec, rec),
             prerecall_nll=_masked_mean(nll_bt * pre, pre),
+            recall_kl_seq=recall_kl_seq,
+            # the mean of the two middle values for an even count (torch.median takes the lower)
+            recall_kl_median=(float(with_recall.quantile(0.5)) if with_recall.numel()
+                              else float("nan")),
         )
     else:
-        results.update(recall_kl=None, prerecall_kl=None, recall_nll=None, prerecall_nll=None)
+        results.update(recall_kl=None, prerecall_kl=None, recall_nll=None, prerecall_nll=None,
+                       recall_kl_seq=None, recall_kl_median=None)
 
     penalty_seq = penalty_sum / K
     results["penalty"] = float(penalty_seq.mean())

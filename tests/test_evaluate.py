@@ -470,6 +470,32 @@ def test_recall_summaries_and_json(data):
     np.testing.assert_allclose(tens["elbo"].numpy(), res["elbo"], atol=1e-12)
 
 
+def test_recall_kl_per_sequence_and_its_median(data):
+    x, _ = data
+    B, T = x.shape[:2]
+    recall = torch.zeros(B, T, dtype=torch.bool)
+    recall[1:, 5:] = True  # sequence 0 has no recall step
+    pyro.set_rng_seed(32)
+    res = evaluate(lgssm_model, make_guide(1.25), x, recall=recall, num_particles=20)
+    per_sequence = np.array(res["recall_kl_seq"], dtype=float)
+    assert per_sequence.shape == (B,) and np.isnan(per_sequence[0])
+    assert np.isfinite(per_sequence[1:]).all()
+    # equal recall lengths: the mean over recall steps is the mean of the sequences' means
+    assert res["recall_kl"] == pytest.approx(per_sequence[1:].mean(), abs=1e-9)
+    assert res["recall_kl_median"] == pytest.approx(np.median(per_sequence[1:]), abs=1e-12)
+    # one sequence far from its prior moves the mean, not the median
+    far = x.clone()
+    far[1, 5:] += 40.0
+    pyro.set_rng_seed(32)
+    shifted = evaluate(lgssm_model, make_guide(1.25), far, recall=recall, num_particles=20)
+    assert shifted["recall_kl_seq"][1] > 10 * res["recall_kl_seq"][1] + 10
+    assert shifted["recall_kl"] - res["recall_kl"] > 3.0
+    others = np.array(shifted["recall_kl_seq"][2:])
+    assert np.median(np.append(others, np.inf)) == pytest.approx(shifted["recall_kl_median"])
+    pyro.set_rng_seed(32)
+    assert evaluate(lgssm_model, make_guide(1.25), x, num_particles=2)["recall_kl_median"] is None
+
+
 # --------------------------------------------------------------------------------------------
 # bad inputs
 # --------------------------------------------------------------------------------------------

@@ -136,8 +136,9 @@ def test_paper_experiments_passes_a_variants_options_and_keeps_its_runs_apart(tm
     assert "--threads 2 " in two_threads and "--out runs/paper/parity-l10/dnc/seed1" in two_threads
 
 
-def _fake_paper_run(run, steps, finished, recall_kl=18.5):
-    """A run folder of ``pgtm train``: its log, and if finished its results and a rollback."""
+def _fake_paper_run(run, steps, finished, recall_kl=18.5, recall_kl_median=None):
+    """A run folder of ``pgtm train``: its log, and if finished its results and a rollback
+    (without ``recall_kl_median``, as older code wrote them, when it is ``None``)."""
     run.mkdir(parents=True)
     with open(run / "log.csv", "w", newline="") as log:
         writer = csv.writer(log)
@@ -148,7 +149,8 @@ def _fake_paper_run(run, steps, finished, recall_kl=18.5):
         (run / "results.json").write_text(json.dumps({
             "steps": steps, "recall_kl": recall_kl, "prerecall_kl": 18.6, "kl": [18.0, 18.2],
             "elbo_per_frame": -102.4, "iwae_per_frame": -100.8, "iwae_per_sequence": -1512,
-            "iwae_k": 100, "parameters": 1860892}))
+            "iwae_k": 100, "parameters": 1860892,
+            **({} if recall_kl_median is None else {"recall_kl_median": recall_kl_median})}))
         (run / "rollbacks.json").write_text(json.dumps({"rollbacks": [{"diverged_at": 7}]}))
 
 
@@ -156,7 +158,8 @@ def test_paper_report_summarises_finished_and_running_runs(tmp_path):
     """A finished run (results.json, a rollback) and one still training (log.csv only)."""
     runs = tmp_path / "runs"
     for model, steps, finished in (("vrnn", 1000, True), ("lru", 500, False)):
-        _fake_paper_run(runs / "perfect-recall-l10" / model / "seed0", steps, finished)
+        _fake_paper_run(runs / "perfect-recall-l10" / model / "seed0", steps, finished,
+                        recall_kl_median=17.0)
     out = tmp_path / "report"
     completed = subprocess.run([sys.executable, str(EXAMPLES / "studies" / "paper_report.py"),
                                 str(runs), "--out", str(out)], capture_output=True, text=True,
@@ -170,7 +173,7 @@ def test_paper_report_summarises_finished_and_running_runs(tmp_path):
                                          "finished": False, "results": [],
                                          "curve": [[500, 15.0]]}
     table = (out / "summary.md").read_text()
-    assert "| vrnn | 1000 | 18.50 (n=1) | 18.20 (n=1) |" in table
+    assert "| vrnn | 1000 | 18.50 (n=1) | 17.00 (n=1) | 18.20 (n=1) |" in table
     assert "seed0 500: 15.00" in table and "20.7 / 7.8 ± 1.0" in table
     assert (out / "learning_curves.png").stat().st_size > 0
     # the run folders lost, the runs stay in the next report from its summary.json; a new
@@ -187,6 +190,7 @@ def test_paper_report_summarises_finished_and_running_runs(tmp_path):
     kept, new = again["vrnn"]["runs"]
     assert kept["from_summary"] and "from_summary" not in new
     assert again["vrnn"]["budgets"]["1000"]["recall_kl"]["n"] == 2
+    assert again["vrnn"]["budgets"]["1000"]["recall_kl_median"]["n"] == 2
     assert again["lru"]["runs"][0]["from_summary"]
     assert "| vrnn | 1000† | 18.50 ± 0.00 (n=2) |" in (out / "summary.md").read_text()
 
@@ -224,7 +228,7 @@ def test_paper_report_keeps_each_budget_of_a_continued_run(tmp_path):
     assert done["budgets"]["2000"]["recall_kl"] == {"mean": 3, "sd": None, "n": 1}
     table = (out / "summary.md").read_text()
     assert "| vrnn | 1000 | 18.50 ± 0.71 (n=2) |" in table
-    assert "| vrnn | 2000 | 3.00 (n=1) |" in table
+    assert "| vrnn | 2000 | 3.00 (n=1) | — |" in table  # no median from older code
 
 
 def test_paper_report_adds_variants_as_rows_of_their_model(tmp_path):

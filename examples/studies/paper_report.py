@@ -113,10 +113,11 @@ def curve(run: Path) -> list[tuple[int, float]]:
 
 
 #: what a run's summary keeps of each final evaluation (``results_step{STEPS}.json``)
-RESULT_KEYS = ("steps", "recall_kl", "last_frame_kl", "prerecall_kl", "elbo_per_frame",
-               "iwae_per_frame", "iwae_per_sequence", "iwae_k", "parameters")
+RESULT_KEYS = ("steps", "recall_kl", "recall_kl_median", "last_frame_kl", "prerecall_kl",
+               "elbo_per_frame", "iwae_per_frame", "iwae_per_sequence", "iwae_k", "parameters")
 #: the statistics over seeds, per budget
-STATISTICS = ("recall_kl", "last_frame_kl", "prerecall_kl", "elbo_per_frame", "iwae_per_frame")
+STATISTICS = ("recall_kl", "recall_kl_median", "last_frame_kl", "prerecall_kl",
+              "elbo_per_frame", "iwae_per_frame")
 
 
 def final_evaluations(run: Path) -> list[dict]:
@@ -127,7 +128,8 @@ def final_evaluations(run: Path) -> list[dict]:
         if path.is_file():
             r = json.loads(path.read_text())
             r["last_frame_kl"] = r["kl"][-1]
-            by_steps[r["steps"]] = {key: r[key] for key in RESULT_KEYS}
+            # None: a key that runs of older code did not write (the median recall KL)
+            by_steps[r["steps"]] = {key: r.get(key) for key in RESULT_KEYS}
     return [by_steps[steps] for steps in sorted(by_steps)]
 
 
@@ -160,7 +162,11 @@ def _with_results(summary: dict) -> dict:
     return {**rest, "results": [flat] if summary["finished"] else []}
 
 
-def mean_sd(values: list[float]) -> dict:
+def mean_sd(values: list[float | None]) -> dict | None:
+    """Mean ± sd of the values that are there (``None``: none is)."""
+    values = [value for value in values if value is not None]
+    if not values:
+        return None
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1
             else None, "n": len(values)}
 
@@ -212,7 +218,8 @@ def collect(runs: Path, previous: dict | None = None, variants: Path | None = No
                         (evaluation, summary.get("from_summary", False)))
             # per budget (steps, a string in JSON), mean ± sd over the seeds that reached it
             table.setdefault(experiment, {})[model] = {"runs": summaries, "budgets": {
-                steps: {**{key: mean_sd([e[key] for e, _ in budgets[steps]]) for key in STATISTICS},
+                steps: {**{key: mean_sd([e.get(key) for e, _ in budgets[steps]])
+                           for key in STATISTICS},
                         "kept_from_summary": sum(kept for _, kept in budgets[steps])}
                 for steps in sorted(budgets)}}
     return table
@@ -228,7 +235,10 @@ def cell(stat: dict | None, digits: int = 2) -> str:
 def markdown(table: dict, command: str) -> str:
     lines = ["# The paper's experiments: our runs", "", f"`{command}`", "",
              "Per experiment and model: at the end of the run (held-out sequences, the final "
-             "evaluation of `pgtm train`), the recall-phase KL per step, the last frame's KL "
+             "evaluation of `pgtm train`), the recall-phase KL per step (its mean over the "
+             "sequences, and its median over the sequences of each run: one sequence's sharp, "
+             "wrong prior moves the mean, not the median; runs of older code did not record "
+             "it), the last frame's KL "
              "and the pre-recall KL per step (nats), the ELBO and the IWAE per frame (nats), "
              "mean ± sd over the finished seeds (n); steps trained; rollbacks after a loss "
              "explosion. Runs still training show their last periodic evaluation's recall KL. "
@@ -240,10 +250,11 @@ def markdown(table: dict, command: str) -> str:
              "earlier summary (no curve in the figure if it predates the curves).", ""]
     for experiment, rows in table.items():
         lines += [f"## {experiment}", "",
-                  "| model | steps | recall KL | last-frame KL | pre-recall KL | ELBO / frame | "
-                  "IWAE / frame | rollbacks | unfinished runs (step: recall KL) | paper: "
-                  "last-frame KL at 1e5 / 1e6 | paper: memory in use from |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+                  "| model | steps | recall KL | recall KL, median sequence | last-frame KL | "
+                  "pre-recall KL | ELBO / frame | IWAE / frame | rollbacks | unfinished runs "
+                  "(step: recall KL) | paper: last-frame KL at 1e5 / 1e6 | paper: memory in "
+                  "use from |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
         for model, row in rows.items():
             pending = ", ".join(f"{s['seed']} {s['last_eval_step']}: {s['recall_kl_last_eval']:.2f}"
                                 for s in row["runs"] if not s["finished"]) or "—"

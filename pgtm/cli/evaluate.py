@@ -42,7 +42,8 @@ def _cmd_evaluate(args) -> int:
     out = args.out or f"{args.run}/evaluation_k{'-'.join(map(str, particles))}.json"
     save_json(results, out)
     if "elbo_mean" in results:
-        keys = ("elbo_mean", "iwae_mean", "recall_kl", "prerecall_kl", "kl_mean", "nll_mean",
+        keys = ("elbo_mean", "iwae_mean", "recall_kl", "recall_kl_median", "prerecall_kl",
+                "kl_mean", "nll_mean",
                 "penalty", "khat_max", "khat_reading")
         print(json.dumps({k: results.get(k) for k in keys}, indent=1))
     _print_bounds(sweep)
