@@ -136,7 +136,7 @@ class _RecordProducts(TorchDispatchMode):
 
 def _strided(shape: tuple, stride: tuple) -> torch.Tensor:
     """A float32 tensor of ``shape`` laid out with ``stride``."""
-    extent = 1 + sum((size - 1) * step for size, step in zip(shape, stride, strict=True))
+    extent = 1 + sum(max(size - 1, 0) * step for size, step in zip(shape, stride, strict=True))
     return torch.randn(extent).as_strided(shape, stride)
 
 
