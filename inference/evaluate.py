@@ -180,8 +180,8 @@ def evaluate(
         rec = recall.to("cpu").to(f64) * w
         pre = (~recall.to("cpu")).to(f64) * w
         recall_steps = rec.sum(1)
-        recall_kl_seq = torch.where(recall_steps > 0, (kl_bt * rec).sum(1) / recall_steps.clamp(
-            min=1), nan)
+        per_sequence = (kl_bt * rec).sum(1) / recall_steps.clamp(min=1)
+        recall_kl_seq = torch.where(recall_steps > 0, per_sequence, nan)
         with_recall = recall_kl_seq[recall_steps > 0]
         results.update(
             recall_kl=_masked_mean(kl_bt * rec, rec),

@@ -43,8 +43,7 @@ def _cmd_evaluate(args) -> int:
     save_json(results, out)
     if "elbo_mean" in results:
         keys = ("elbo_mean", "iwae_mean", "recall_kl", "recall_kl_median", "prerecall_kl",
-                "kl_mean", "nll_mean",
-                "penalty", "khat_max", "khat_reading")
+                "kl_mean", "nll_mean", "penalty", "khat_max", "khat_reading")
         print(json.dumps({k: results.get(k) for k in keys}, indent=1))
     _print_bounds(sweep)
     print(f"per-sequence, per-frame and per-step results in {out}")
