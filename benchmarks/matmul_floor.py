@@ -216,8 +216,11 @@ def interleaved_times(calls: dict, repeats: int, warmup: int = 2) -> dict[str, l
 
 def interleaved(calls: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds of each call, the calls interleaved in rotating order."""
-    return {name: statistics.median(values)
-            for name, values in interleaved_times(calls, repeats, warmup).items()}
+    return _medians(interleaved_times(calls, repeats, warmup))
+
+
+def _medians(times: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def bench_setting(model: str, setting: dict, repeats: int) -> dict:
@@ -229,7 +232,7 @@ def bench_setting(model: str, setting: dict, repeats: int) -> dict:
     cold_s = matmul_floor(calls, before=cache_evictor())
     times = interleaved_times({"pyro": step.pyro, "floor": step.floor,
                                "products": lambda: all_products(calls)}, repeats)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians = _medians(times)
     # each step over the products run next to it: the two see the same load of the host
     paired = statistics.median(
         step_s / products_s for step_s, products_s in zip(times["pyro"], times["products"],

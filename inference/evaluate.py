@@ -179,12 +179,12 @@ def evaluate(
     if recall is not None:
         rec = recall.to("cpu").to(f64) * w
         pre = (~recall.to("cpu")).to(f64) * w
-        recall_steps = rec.sum(1)
-        per_sequence = (kl_bt * rec).sum(1) / recall_steps.clamp(min=1)
-        recall_kl_seq = torch.where(recall_steps > 0, per_sequence, nan)
+        # per sequence: its recall steps' KL and their count; the recall KL is their ratio
+        recall_sums, recall_steps = (kl_bt * rec).sum(1), rec.sum(1)
+        recall_kl_seq = torch.where(recall_steps > 0, recall_sums / recall_steps.clamp(min=1), nan)
         with_recall = recall_kl_seq[recall_steps > 0]
         results.update(
-            recall_kl=_masked_mean(kl_bt * rec, rec),
+            recall_kl=_masked_mean(recall_sums, recall_steps),
             prerecall_kl=_masked_mean(kl_bt * pre, pre),
             recall_nll=_masked_mean(nll_bt * rec, rec),
             prerecall_nll=_masked_mean(nll_bt * pre, pre),
