@@ -28,6 +28,8 @@ so under the same seed both give the same number.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from pgtm.models.batched_scores import BatchedScores
@@ -47,7 +49,8 @@ class FloorTerms(dict):
     __getattr__ = dict.__getitem__
 
 
-def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> FloorTerms:
+def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False,
+                unrolled: bool = True) -> FloorTerms:
     """Run the GTM's recurrence once and score it by hand (see the module docstring).
 
     :param gtm: a :class:`~pgtm.models.gtm.GTM`.
@@ -56,6 +59,9 @@ def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> Flo
     :param mask: ``[B, T]`` bool or ``None`` (all steps present).
     :param check_inputs: run ``gtm.check_inputs`` first (it contains a host synchronisation,
         ``torch.isfinite(x).all()``); off by default, since a hand-written loop would not.
+    :param unrolled: batch the recurrence's weight gradients over the steps, as the guide does
+        (:func:`~pgtm.unrolled_linear.unrolling`); ``False``: autograd's per-step products, a
+        loss that ``torch.compile`` traces as one graph (the tape is Python it cannot trace).
     :returns: :class:`FloorTerms` with the scalar negative ELBO under ``"loss"``.
     """
     if check_inputs:
@@ -67,7 +73,7 @@ def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> Flo
     state = gtm.initial_state((batch, 1), x.device, x.dtype)
     latents, contexts, posteriors, penalties = [], [], [], []
     scores = BatchedScores(length)  # every step's log q in one computation, as the guide's
-    with unrolling():
+    with unrolling() if unrolled else contextlib.nullcontext():
         for t in range(length):
             action = None if c is None else c[:, t : t + 1]
             step = gtm.path_step(state, action)
@@ -97,7 +103,8 @@ def floor_terms(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> Flo
     )
 
 
-def floor_loss(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> torch.Tensor:
+def floor_loss(gtm, x, c=None, mask=None, *, check_inputs: bool = False,
+               unrolled: bool = True) -> torch.Tensor:
     """The single-sample reparameterised negative ELBO (a differentiable scalar, summed over
     the batch), equal to Pyro's ``Trace_ELBO(max_plate_nesting=2).differentiable_loss`` of
     ``gtm.model``/``gtm.guide`` under the same random draws.
@@ -107,9 +114,10 @@ def floor_loss(gtm, x, c=None, mask=None, *, check_inputs: bool = False) -> torc
     :param c: context ``[B, T, action_size]`` or ``None``.
     :param mask: ``[B, T]`` bool or ``None``.
     :param check_inputs: also run ``gtm.check_inputs`` (see :func:`floor_terms`).
+    :param unrolled: see :func:`floor_terms`.
     :returns: 0-d tensor.
     """
-    return floor_terms(gtm, x, c, mask, check_inputs=check_inputs)["loss"]
+    return floor_terms(gtm, x, c, mask, check_inputs=check_inputs, unrolled=unrolled)["loss"]
 
 
 def floor_step(gtm, optimizer, x, c=None, mask=None, *, check_inputs: bool = False) -> float:

@@ -67,10 +67,12 @@ def test_floor_equals_pyro_trace_elbo_and_its_gradients(case, masked):
     mask = mask if masked else None
     for seed in (0, 1):
         pyro_l, pyro_g = loss_and_grads(lambda: pyro_loss(gtm, x, c, mask), gtm, seed)
-        floor_l, floor_g = loss_and_grads(lambda: floor_loss(gtm, x, c, mask), gtm, seed)
-        torch.testing.assert_close(floor_l, pyro_l, rtol=1e-12, atol=1e-10)
-        for a, b in zip(floor_g, pyro_g, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+        for unrolled in (True, False):  # weight gradients batched over the steps, or not
+            floor_l, floor_g = loss_and_grads(
+                lambda: floor_loss(gtm, x, c, mask, unrolled=unrolled), gtm, seed)  # noqa: B023
+            torch.testing.assert_close(floor_l, pyro_l, rtol=1e-12, atol=1e-10)
+            for a, b in zip(floor_g, pyro_g, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     # the same draws: a different seed gives a different loss
     assert not torch.equal(loss_and_grads(lambda: floor_loss(gtm, x, c, mask), gtm, 5)[0], floor_l)
 
