@@ -12,7 +12,8 @@ beside it, so that the gain of fusion and that of the batched weight gradients a
 Variants per model, on copies of one initial module, one thread, interleaved:
 
 - ``pyro``: the ``pgtm train`` step (``matmul_floor.Step.pyro``);
-- ``floor``: ``floor.py``'s step (batched weight gradients);
+- ``floor``: ``floor.py``'s step (batched weight gradients), argument validation off as in
+  ``pgtm train``;
 - ``floor_per_step``: ``floor.py``'s step with per-step weight gradients;
 - ``compiled``: the same, compiled (its first call, the compilation, timed apart).
 
@@ -35,6 +36,7 @@ import torch
 
 from pgtm.cli.allocator import keep_freed_memory
 from pgtm.inference.clipped_adam import MultiTensorClippedAdam
+from pgtm.inference.guarded_step import without_pyro_checks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from floor import floor_loss  # noqa: E402
@@ -51,6 +53,8 @@ from matmul_floor import (  # noqa: E402
 )
 
 VARIANTS = ("pyro", "floor", "floor_per_step", "compiled")
+# the compiled step draws its noise from torch's generator, as the eager one: the same draws
+torch._inductor.config.fallback_random = True
 
 
 class FloorStep:
@@ -65,7 +69,8 @@ class FloorStep:
         self.loss = torch.compile(loss, fullgraph=True, dynamic=False) if compiled else loss
 
     def __call__(self) -> float:
-        loss = self.loss(self.x)
+        with without_pyro_checks():  # as pgtm train steps (validation is Python: graph breaks)
+            loss = self.loss(self.x)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
