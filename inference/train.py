@@ -294,7 +294,8 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                                               rank=where.rank)
     start_step = state.step
     register_module(gtm)  # Pyro's store holds gtm's own tensors (the programs declare them)
-    objective, scaler = training_objective(gtm, config.elbo, config.num_particles)
+    objective, scaler = training_objective(gtm, config.elbo, config.num_particles,
+                                           config.compile)
     step_objective = objective if where.world == 1 else DistributedDataParallel(
         objective, device_ids=None if device.type == "cpu" else [device])
 

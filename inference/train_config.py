@@ -31,6 +31,7 @@ TRAJECTORY_FIELDS = (
     "kl_anneal_steps",
     "kl_anneal_start",
     "seed",
+    "compile",
 )
 #: The fields ClippedAdam keeps in its own state (overridden on resume when they change).
 OPTIM_FIELDS = ("learning_rate", "clip_norm", "lr_decay")
@@ -126,6 +127,8 @@ class TrainConfig:
         factor and the rollbacks so far are checkpointed.
     :param rollback_lr_factor: learning-rate multiplier per rollback, in (0, 1).
     :param max_rollbacks: rollbacks allowed in one run before divergence stops it, >= 1.
+    :param compile: train through :class:`~pgtm.inference.objective.CompiledObjective` (the
+        GTM's ELBO written out and compiled whole; ``elbo="trace"`` with one particle only).
     :raises ValueError: naming the field and its allowed range, for any bad value.
     """
 
@@ -152,6 +155,7 @@ class TrainConfig:
     on_divergence: str = "stop"
     rollback_lr_factor: float = 0.5
     max_rollbacks: int = 3
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # the checked values are stored back as plain int / float: a NumPy number would not
@@ -185,6 +189,11 @@ class TrainConfig:
         self.rollback_lr_factor = number("rollback_lr_factor", self.rollback_lr_factor, 0, 1,
                                          low_open=True, high_open=True)
         self.max_rollbacks = integer("max_rollbacks", self.max_rollbacks, 1)
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}")
+        if self.compile and (self.elbo != "trace" or self.num_particles != 1):
+            raise ValueError(f"compile needs elbo='trace' with num_particles=1, got elbo="
+                             f"{self.elbo!r} with num_particles={self.num_particles}")
 
     def to_dict(self) -> dict[str, Any]:
         """Primitive-only dict (``out_dir`` as ``str``), safe for ``weights_only`` checkpoints."""

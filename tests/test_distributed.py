@@ -17,6 +17,8 @@ import pytest
 import torch
 import torch.distributed
 import torch.multiprocessing as mp
+from test_compiled_objective import BinaryFrames
+from test_compiled_objective import gtm as memory_gtm
 from test_train import TinyGTM, TinyTask, W
 from torch import nn
 
@@ -69,22 +71,25 @@ def _config(out, steps, **kw) -> TrainConfig:
                        out_dir=out, **kw)
 
 
-def _worker(rank: int, store: str, out: str, model: str, schedule: list[int]) -> None:
+def _worker(rank: int, store: str, out: str, model: str, schedule: list[int],
+            options: dict) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                                          world_size=2)
     try:
-        module = Regression() if model == "regression" else TinyGTM()
+        module, task = {"regression": (Regression, TinyTask), "gtm": (TinyGTM, TinyTask),
+                        "memory-gtm": (memory_gtm, BinaryFrames)}[model]
+        module, task = module(), task()
         for steps in schedule:  # several calls: stop, then resume
-            train(module, TinyTask(), _config(out, steps))
+            train(module, task, _config(out, steps, **options))
     finally:
         torch.distributed.destroy_process_group()
 
 
-def _two_ranks(tmp_path: Path, name: str, model: str, schedule: list[int]) -> dict:
+def _two_ranks(tmp_path: Path, name: str, model: str, schedule: list[int], **options) -> dict:
     out = tmp_path / name
-    mp.spawn(_worker, args=(str(tmp_path / f"{name}.store"), str(out), model, schedule),
-             nprocs=2, join=True)
+    mp.spawn(_worker, args=(str(tmp_path / f"{name}.store"), str(out), model, schedule,
+                            options), nprocs=2, join=True)
     return load_checkpoint(out / "checkpoint.pt")
 
 
@@ -107,6 +112,18 @@ def test_a_resumed_two_rank_run_is_bit_identical(tmp_path):
     assert torch.equal(whole["losses"], parts["losses"])
     for name, value in whole["module"].items():
         assert torch.equal(parts["module"][name], value), name
+
+
+def test_the_compiled_objective_trains_two_ranks_as_the_pyro_objective_does(tmp_path):
+    # each rank draws its own noise, the same in both runs: were the compiled gradients not
+    # averaged over the ranks, rank 0's parameters would follow its own half of the batch
+    pyro_run = _two_ranks(tmp_path, "pyro", "memory-gtm", [4])
+    compiled = _two_ranks(tmp_path, "compiled", "memory-gtm", [4], compile=True)
+    torch.testing.assert_close(compiled["losses"], pyro_run["losses"], rtol=1e-5, atol=0)
+    # Adam divides by the gradient's size, so a gradient near zero turns rounding into steps
+    # up to the learning rate (0.05); unaveraged gradients would move most weights that much
+    for name, value in pyro_run["module"].items():
+        torch.testing.assert_close(compiled["module"][name], value, rtol=1e-3, atol=1e-3)
 
 
 def test_resuming_with_another_number_of_processes_is_refused(tmp_path):

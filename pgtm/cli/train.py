@@ -290,6 +290,7 @@ def _train_here(args, where) -> int:
         progress=not args.no_progress, keep_checkpoints=args.keep_checkpoints,
         on_divergence=args.on_divergence, rollback_lr_factor=args.rollback_lr_factor,
         max_rollbacks=args.max_rollbacks, max_loss_ratio=args.max_loss_ratio,
+        compile=args.compile,
     )
     check_output_folder(args.out)
     finished = None if args.restart else completed_results(args.out, config.steps)
@@ -348,6 +349,10 @@ def register(subparsers) -> None:
                        "fivo (the particle filter's bound)")
     group.add_argument("--train-particles", type=integer(1), default=None, metavar="K",
                        help="particles of the objective per sequence (default 1; 4 for fivo)")
+    group.add_argument("--compile", action="store_true",
+                       help="train through the GTM's ELBO written out and compiled whole by "
+                       "torch.compile (trace ELBO, one particle): faster steps (1.2-1.7x on a "
+                       "CPU) after a compilation of up to a few minutes")
     group.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     add_threads_option(group)
     group.add_argument("--nproc-per-node", type=integer(1), default=1, metavar="N",
