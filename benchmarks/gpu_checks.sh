@@ -12,8 +12,9 @@
 # 1. the CUDA tests; 2. bench_step.py --device cuda (ms/step against the floors, its CUDA
 # section: eager and CUDA graphs); 3. pgtm train at B = 64 ... 1024, T = 15 for the VRNN and
 # Introspective GTMs: training frames/s from log.csv (the goal: >= 100,000 at B = 512);
-# 4. a 2-rank data-parallel run (--nproc-per-node 2) if the machine has 2 GPUs (NCCL refuses
-# two ranks on one GPU). A failing check is logged and the others still run.
+# 4. pgtm train --compile at B = 512 for both; 5. a 2-rank data-parallel run (--nproc-per-node
+# 2) if the machine has 2 GPUs (NCCL refuses two ranks on one GPU). Frames/s are counted from
+# the log's row at step 50 on, after compilation and warm-up. A failing check is logged and the others still run.
 # DEVICE=cpu STEPS=3 BATCHES=32 runs the same script on a CPU in a minute, to check it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,25 +64,29 @@ python -P benchmarks/bench_step.py --device "$device" --threads 1 --sections tar
 train() {  # train MODEL BATCH [extra flags]
   python -P -m pgtm train perfect-recall --model "$1" --network mlp --device "$device" \
     --batch-size "$2" --steps "$steps" --eval-every 1000000 --checkpoint-every 1000000 \
-    --eval-sequences 8 --iwae-particles 2 --no-progress "${@:3}" \
-    --out "$out/train/$1-b$2${3:+-ddp}" > "$out/train-$1-b$2${3:+-ddp}.log" 2>&1
+    --eval-sequences 8 --iwae-particles 2 --log-every 10 --no-progress "${@:3}" \
+    --out "$out/train/$1-b$2${3:+-${3#--}}" > "$out/train-$1-b$2${3:+-${3#--}}.log" 2>&1
 }
 for model in vrnn introspective; do
   for batch in $batches; do train "$model" "$batch"; done
 done
+for model in vrnn introspective; do train "$model" 512 --compile; done
 gpus=$(python -P -c "import torch; print(torch.cuda.device_count())")
 [ "$gpus" -ge 2 ] && train introspective 512 --nproc-per-node 2
 
 python -P - "$out" <<'EOF' > "$out/train_frames_per_second.md"
 import csv, sys
 from pathlib import Path
-print("| run | steps | training seconds | frames/s |\n|---|---:|---:|---:|")
+print("| run | steps | training seconds | frames/s from step 50 |\n|---|---:|---:|---:|")
 for log in sorted(Path(sys.argv[1], "train").glob("*/log.csv")):
-    row = list(csv.DictReader(open(log)))[-1]
+    rows = list(csv.DictReader(open(log)))
+    start = next((r for r in rows if int(r["step"]) >= 50), rows[0])
+    row = rows[-1]
     batch = int(log.parent.name.split("-b")[1].split("-")[0])
-    frames = int(row["step"]) * batch * 15
-    print(f"| {log.parent.name} | {row['step']} | {float(row['seconds']):.1f} | "
-          f"{frames / float(row['seconds']):,.0f} |")
+    frames = (int(row["step"]) - int(start["step"])) * batch * 15
+    seconds = float(row["seconds"]) - float(start["seconds"])
+    rate = f"{frames / seconds:,.0f}" if seconds > 0 else "-"
+    print(f"| {log.parent.name} | {row['step']} | {float(row['seconds']):.1f} | {rate} |")
 EOF
 cat "$out/train_frames_per_second.md"
 rm -rf "$site"

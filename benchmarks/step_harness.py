@@ -394,7 +394,8 @@ def code_state() -> dict:
         out["git_head"] = head.stdout.strip() or None
     except OSError:
         out["git_head"] = None
-    for rel in ("models/gtm.py", "benchmarks/floor.py", "benchmarks/bench_step.py"):
+    for rel in ("models/gtm.py", "inference/direct_elbo.py", "benchmarks/floor.py",
+                "benchmarks/bench_step.py"):
         with contextlib.suppress(OSError):
             out[f"sha256 {rel}"] = hashlib.sha256((root / rel).read_bytes()).hexdigest()[:16]
     return out

@@ -10,8 +10,9 @@ the loop reads nothing from Pyro's global param store.
 :class:`CompiledObjective` is the same ``Trace_ELBO`` objective trained through the GTM's ELBO
 written out in torch (:mod:`~pgtm.inference.direct_elbo`) and compiled whole by
 ``torch.compile``: forward and backward of a step fused into one graph each, which a CPU runs
-1.2-1.7x faster than the eager step (``benchmarks/compiled_floor.py``), after a compilation of
-tens of seconds to minutes, again for every new batch shape (opt-in: ``pgtm train --compile``).
+1.3-1.8x faster than the eager step (``benchmarks/compiled_step.py``), after a compilation of
+about a minute or two, again for every new batch shape or sequence length (opt-in: ``pgtm train
+--compile``).
 """
 
 from __future__ import annotations
@@ -97,22 +98,24 @@ class CompiledObjective(nn.Module):
     def _check(self, x, c, mask) -> None:
         """Pyro's checks of the programs on this batch (the Pyro objective's forward, its draws
         undone) and, on the first call, the written-out loss against Pyro's."""
-        devices = [x.device] if x.device.type == "cuda" else []
-        losses = []
-        for loss in (lambda: self.objective(x, c=c, mask=mask),
-                     lambda: direct_elbo_loss(self.gtm, x, c, mask, beta=self.scaler.beta)
-                     )[:1 if self.compared else 2]:
-            with torch.random.fork_rng(devices=devices), torch.no_grad():  # the same draws
-                losses.append(float(loss()))
+        pyro_loss = _undrawn(x.device, lambda: self.objective(x, c=c, mask=mask))
         if self.compared:
             return
-        pyro_loss, direct = losses
+        direct = _undrawn(x.device, lambda: direct_elbo_loss(self.gtm, x, c, mask,
+                                                             beta=self.scaler.beta))
         if not math.isclose(direct, pyro_loss, rel_tol=SAME_LOSS_RTOL):
             raise ValueError(
                 f"compile: on the first batch the model's Pyro programs give a loss of "
                 f"{pyro_loss:.7g} and the GTM's written-out ELBO {direct:.7g} under the same "
                 "draws (a model or guide edited beyond its parts?); train without --compile")
         self.compared = True
+
+
+def _undrawn(device: torch.device, loss) -> float:
+    """``loss()`` without gradients, the generators' states restored after it."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            torch.no_grad():
+        return float(loss())
 
 
 def training_objective(gtm: nn.Module, elbo: str, num_particles: int, compiled: bool = False
