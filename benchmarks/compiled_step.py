@@ -45,10 +45,10 @@ from matmul_floor import (  # noqa: E402
     MODELS,
     SETTINGS,
     Step,
-    cpu_name,
     interleaved,
     matmul_floor,
     product_calls,
+    run_record,
 )
 
 VARIANTS = ("pyro", "compiled", "floor", "floor_per_step")
@@ -145,16 +145,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     keep_freed_memory()
     torch.set_num_threads(1)
-    res = {
-        "command": "python benchmarks/compiled_step.py " + " ".join(
-            sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
-        "torch": torch.__version__,
-        "commit": os.popen("git rev-parse --short=12 HEAD 2>/dev/null").read().strip(),
-        "load": [os.getloadavg()[0]],
-        "models": {},
-    }
+    res = {**run_record("compiled_step.py", argv), "models": {}}
     for model in args.models:
         r = res["models"][model] = bench_model(model, args.repeats)
         print(f"{model}: --compile {r['compiled_ms']:.1f} ms ({r['compiled_ratio']:.2f}x the "

@@ -290,6 +290,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def run_record(script: str, argv) -> dict:
+    """What a benchmark's summary says of its run: the command, date, CPU, torch, commit and
+    the load average at start (append the one at the end to ``load``)."""
+    return {
+        "command": f"python benchmarks/{script} " + " ".join(
+            sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "commit": os.popen("git rev-parse --short=12 HEAD 2>/dev/null").read().strip(),
+        "load": [os.getloadavg()[0]],
+    }
+
+
 def markdown(res: dict) -> str:
     lines = [
         "# The training step against its matmul-shape floor",
@@ -421,15 +435,9 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     thread_counts = sorted({1, min(2, os.cpu_count() or 1)})
     res = {
-        "command": "python benchmarks/matmul_floor.py " + " ".join(
-            sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
-        "torch": torch.__version__,
-        "commit": os.popen("git rev-parse --short=12 HEAD 2>/dev/null").read().strip(),
+        **run_record("matmul_floor.py", argv),
         "thread_counts": thread_counts,
         "malloc": allocator,
-        "load": [os.getloadavg()[0]],
         "settings": {name: {} for name in SETTINGS},
         "batches": {},
     }
