@@ -9,6 +9,7 @@ messengers, plates or per-site checks; under the same seed its loss and gradient
 from __future__ import annotations
 
 from pgtm.inference.direct_elbo import direct_elbo_loss
+from pgtm.inference.guarded_step import without_pyro_checks
 
 __all__ = ["floor_step"]
 
@@ -16,14 +17,16 @@ __all__ = ["floor_step"]
 def floor_step(gtm, optimizer, x, c=None, mask=None, *, check_inputs: bool = False) -> float:
     """One optimisation step on the floor loss, mirroring ``pyro.infer.SVI.step``: loss,
     backward, optimiser step, gradients cleared, loss returned as a Python float (a host
-    synchronisation, as in Pyro).
+    synchronisation, as in Pyro). The distributions' argument validation is off, as a
+    hand-written loop would have it (and as ``pgtm train`` steps after a batch shape's first).
 
     :param optimizer: a ``torch.optim.Optimizer`` over ``gtm.parameters()`` (e.g.
         :class:`pyro.optim.clipped_adam.ClippedAdam`, the optimiser Pyro's ``ClippedAdam``
         wraps).
     :returns: the loss.
     """
-    loss = direct_elbo_loss(gtm, x, c, mask, check_inputs=check_inputs)
+    with without_pyro_checks():
+        loss = direct_elbo_loss(gtm, x, c, mask, check_inputs=check_inputs)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
