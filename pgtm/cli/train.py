@@ -351,7 +351,7 @@ def register(subparsers) -> None:
                        help="particles of the objective per sequence (default 1; 4 for fivo)")
     group.add_argument("--compile", action="store_true",
                        help="train through the GTM's ELBO written out and compiled whole by "
-                       "torch.compile (trace ELBO, one particle): faster steps (1.2-1.7x on a "
+                       "torch.compile (trace ELBO, one particle): faster steps (1.3-1.8x on a "
                        "CPU) after a compilation of up to a few minutes")
     group.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     add_threads_option(group)
