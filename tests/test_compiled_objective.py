@@ -48,7 +48,7 @@ def config(out_dir, **changes):
     return TrainConfig(**{**options, **changes})
 
 
-def test_compiled_training_follows_the_pyro_objective(tmp_path):
+def test_compiled_training_follows_the_pyro_objective():
     eager, compiled = gtm(), gtm()
     eager_run = train(eager, BinaryFrames(), config(None, compile=False))
     pyro.clear_param_store()
