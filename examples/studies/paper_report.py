@@ -292,7 +292,11 @@ def plot(table: dict, path: Path) -> None:
         if not ax.lines:
             ax.text(0.5, 0.5, "no curve (run folders gone)", ha="center", va="center",
                     transform=ax.transAxes, color="0.4")
-        ax.set_xlabel("training steps (batch 32)")
+        longest = max((line.get_xdata()[-1] for line in ax.lines), default=0)
+        if longest > 3 * 10**4:  # depth runs beside 10^4-step ones: both readable
+            ax.set_xscale("log")
+        ax.set_xlabel("training steps (batch 32)" + (", log scale" if longest > 3 * 10**4
+                                                      else ""))
         ax.set_ylabel("held-out recall-phase KL per step (nats)")
         ax.set_title(experiment)
         ax.grid(alpha=0.3)
