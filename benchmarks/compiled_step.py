@@ -35,10 +35,10 @@ import torch
 from pgtm.cli.allocator import keep_freed_memory
 from pgtm.inference.clipped_adam import MultiTensorClippedAdam
 from pgtm.inference.direct_elbo import direct_elbo_loss
-from pgtm.inference.guarded_step import without_pyro_checks
 from pgtm.inference.objective import training_objective
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floor import optimizer_step  # noqa: E402
 from matmul_floor import (  # noqa: E402
     CLIP_NORM,
     LEARNING_RATE,
@@ -65,12 +65,7 @@ class ObjectiveStep:
         self.loss = loss(self.gtm)
 
     def __call__(self) -> float:
-        with without_pyro_checks():
-            loss = self.loss(self.x)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return optimizer_step(lambda: self.loss(self.x), self.optimizer)
 
 
 def compiled_objective(gtm):

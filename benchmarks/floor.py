@@ -11,23 +11,29 @@ from __future__ import annotations
 from pgtm.inference.direct_elbo import direct_elbo_loss
 from pgtm.inference.guarded_step import without_pyro_checks
 
-__all__ = ["floor_step"]
+__all__ = ["floor_step", "optimizer_step"]
+
+
+def optimizer_step(loss, optimizer) -> float:
+    """One optimisation step as ``pyro.infer.SVI.step`` takes it: ``loss()`` with the
+    distributions' argument validation off (as a hand-written loop has it, and as ``pgtm
+    train`` steps after a batch shape's first), backward, optimiser step, gradients cleared,
+    the loss returned as a Python float (a host synchronisation, as in Pyro)."""
+    with without_pyro_checks():
+        value = loss()
+    value.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return value.item()
 
 
 def floor_step(gtm, optimizer, x, c=None, mask=None, *, check_inputs: bool = False) -> float:
-    """One optimisation step on the floor loss, mirroring ``pyro.infer.SVI.step``: loss,
-    backward, optimiser step, gradients cleared, loss returned as a Python float (a host
-    synchronisation, as in Pyro). The distributions' argument validation is off, as a
-    hand-written loop would have it (and as ``pgtm train`` steps after a batch shape's first).
+    """One :func:`optimizer_step` on the floor loss.
 
     :param optimizer: a ``torch.optim.Optimizer`` over ``gtm.parameters()`` (e.g.
         :class:`pyro.optim.clipped_adam.ClippedAdam`, the optimiser Pyro's ``ClippedAdam``
         wraps).
     :returns: the loss.
     """
-    with without_pyro_checks():
-        loss = direct_elbo_loss(gtm, x, c, mask, check_inputs=check_inputs)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+    return optimizer_step(
+        lambda: direct_elbo_loss(gtm, x, c, mask, check_inputs=check_inputs), optimizer)

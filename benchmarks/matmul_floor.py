@@ -48,12 +48,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pgtm.cli.allocator import keep_freed_memory
 from pgtm.inference.clipped_adam import MultiTensorClippedAdam
-from pgtm.inference.guarded_step import without_pyro_checks
 from pgtm.inference.objective import training_objective
 from pgtm.models import build_gtm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from floor import floor_step  # noqa: E402
+from floor import floor_step, optimizer_step  # noqa: E402
 
 MODELS = ("vrnn", "introspective", "ntm", "lru", "dnc")
 SETTINGS = {
@@ -86,12 +85,7 @@ class Step:
         self.parameters = sum(p.numel() for p in self.gtm.parameters())
 
     def pyro(self) -> None:
-        with without_pyro_checks():
-            loss = self.objective(self.x)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.item()
+        optimizer_step(lambda: self.objective(self.x), self.optimizer)
 
     def floor(self) -> None:
         floor_step(self.floor_gtm, self.floor_optimizer, self.x)

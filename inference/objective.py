@@ -149,12 +149,21 @@ def training_objective(gtm: nn.Module, elbo: str, num_particles: int, compiled: 
 
 def compile_unsupported(gtm: nn.Module, elbo: str, num_particles: int) -> str | None:
     """Why :class:`CompiledObjective` cannot train ``gtm`` with this ELBO, or ``None``."""
-    if elbo != "trace" or num_particles != 1:
-        return (f"the compiled objective is the single-particle trace ELBO, got elbo={elbo!r} "
-                f"with {num_particles} particles")
+    why = elbo_not_compiled(elbo, num_particles)
+    if why is not None:
+        return why
     if not isinstance(gtm, GTM):
         return f"the compiled objective needs a GTM, got {type(gtm).__name__}"
     return unsupported(gtm)
+
+
+def elbo_not_compiled(elbo: str, num_particles: int) -> str | None:
+    """Why :class:`CompiledObjective` cannot compute this ELBO (it is the single-particle trace
+    ELBO), or ``None``."""
+    if elbo != "trace" or num_particles != 1:
+        return (f"needs elbo='trace' with num_particles=1, got elbo={elbo!r} with "
+                f"num_particles={num_particles}")
+    return None
 
 
 def set_beta(objective: nn.Module, scaler: LatentScale, beta: float) -> None:

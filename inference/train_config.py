@@ -12,6 +12,7 @@ from typing import Any
 from pgtm.checks import integer, number, one_of
 
 from .diagnose import describe_terms
+from .objective import elbo_not_compiled
 
 __all__ = ["DIVERGENCE_ACTIONS", "ELBOS", "TrainConfig", "TrainResult", "TrainingDiverged"]
 
@@ -191,9 +192,9 @@ class TrainConfig:
         self.max_rollbacks = integer("max_rollbacks", self.max_rollbacks, 1)
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be True or False, got {self.compile!r}")
-        if self.compile and (self.elbo != "trace" or self.num_particles != 1):
-            raise ValueError(f"compile needs elbo='trace' with num_particles=1, got elbo="
-                             f"{self.elbo!r} with num_particles={self.num_particles}")
+        why = elbo_not_compiled(self.elbo, self.num_particles) if self.compile else None
+        if why is not None:
+            raise ValueError(f"compile {why}")
 
     def to_dict(self) -> dict[str, Any]:
         """Primitive-only dict (``out_dir`` as ``str``), safe for ``weights_only`` checkpoints."""
