@@ -46,6 +46,12 @@ def init_from_environment(device: str) -> Ranks:
     """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE``,
     ``RANK``, ``MASTER_ADDR``, ...): gloo on the CPU, NCCL on CUDA. A no-op for one process."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        # torch._dynamo, imported while a group exists (torchvision imports it), keeps references
+        # to that group, so destroy_process_group cannot free it: gloo's threads then live on
+        # into the interpreter's exit, where a rank was seen to abort ("terminate called without
+        # an active exception"). Imported before the group, it holds none.
+        import torch._dynamo  # noqa: F401
+
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return ranks()
 
