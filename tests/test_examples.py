@@ -219,7 +219,9 @@ def test_paper_report_keeps_each_budget_of_a_continued_run(tmp_path):
     assert list(training["budgets"]) == ["1000"]
     assert training["budgets"]["1000"]["recall_kl"]["mean"] == 18.5
     assert "seed0 1500: 12.00" in (out / "summary.md").read_text()
-    (continued / "results.json").write_text(json.dumps({**first, "steps": 2000, "recall_kl": 3}))
+    # continued through the compiled objective (the config of the call that ended there)
+    (continued / "results.json").write_text(json.dumps({**first, "steps": 2000, "recall_kl": 3,
+                                                        "config": {"compile": True}}))
     with open(continued / "log.csv", "a", newline="") as log:
         csv.writer(log).writerow([2000, 1.0, 3.0])
     done = report()
@@ -228,7 +230,8 @@ def test_paper_report_keeps_each_budget_of_a_continued_run(tmp_path):
     assert done["budgets"]["2000"]["recall_kl"] == {"mean": 3, "sd": None, "n": 1}
     table = (out / "summary.md").read_text()
     assert "| vrnn | 1000 | 18.50 ± 0.71 (n=2) |" in table
-    assert "| vrnn | 2000 | 3.00 (n=1) | — |" in table  # no median from older code
+    assert "| vrnn | 2000ᶜ | 3.00 (n=1) | — |" in table  # no median from older code
+    assert done["budgets"]["2000"]["compiled"] == 1 and done["budgets"]["1000"]["compiled"] == 0
 
 
 def test_paper_report_adds_variants_as_rows_of_their_model(tmp_path):

@@ -114,7 +114,8 @@ def curve(run: Path) -> list[tuple[int, float]]:
 
 #: what a run's summary keeps of each final evaluation (``results_step{STEPS}.json``)
 RESULT_KEYS = ("steps", "recall_kl", "recall_kl_median", "last_frame_kl", "prerecall_kl",
-               "elbo_per_frame", "iwae_per_frame", "iwae_per_sequence", "iwae_k", "parameters")
+               "elbo_per_frame", "iwae_per_frame", "iwae_per_sequence", "iwae_k", "parameters",
+               "compiled")
 #: the statistics over seeds, per budget
 STATISTICS = ("recall_kl", "recall_kl_median", "last_frame_kl", "prerecall_kl",
               "elbo_per_frame", "iwae_per_frame")
@@ -128,6 +129,8 @@ def final_evaluations(run: Path) -> list[dict]:
         if path.is_file():
             r = json.loads(path.read_text())
             r["last_frame_kl"] = r["kl"][-1]
+            # the training call that ended at this budget ran `pgtm train --compile`
+            r["compiled"] = bool(r.get("config", {}).get("compile", False))
             # None: a key that runs of older code did not write (the median recall KL)
             by_steps[r["steps"]] = {key: r.get(key) for key in RESULT_KEYS}
     return [by_steps[steps] for steps in sorted(by_steps)]
@@ -220,7 +223,8 @@ def collect(runs: Path, previous: dict | None = None, variants: Path | None = No
             table.setdefault(experiment, {})[model] = {"runs": summaries, "budgets": {
                 steps: {**{key: mean_sd([e.get(key) for e, _ in budgets[steps]])
                            for key in STATISTICS},
-                        "kept_from_summary": sum(kept for _, kept in budgets[steps])}
+                        "kept_from_summary": sum(kept for _, kept in budgets[steps]),
+                        "compiled": sum(bool(e.get("compiled")) for e, _ in budgets[steps])}
                 for steps in sorted(budgets)}}
     return table
 
@@ -247,7 +251,10 @@ def markdown(table: dict, command: str) -> str:
              "uncertainty; at 10^4 iterations its curves cannot be read). One line per budget "
              "the seeds finished (a run continued to a larger budget counts in each). † after "
              "a step count: some of its runs' folders are gone, their results kept from the "
-             "earlier summary (no curve in the figure if it predates the curves).", ""]
+             "earlier summary (no curve in the figure if it predates the curves). ᶜ after a "
+             "step count: some of its runs trained their last stretch to it through the "
+             "compiled objective (`pgtm train --compile`: the same trace ELBO; its rounding "
+             "differs from the eager step's).", ""]
     for experiment, rows in table.items():
         lines += [f"## {experiment}", "",
                   "| model | steps | recall KL | recall KL, median sequence | last-frame KL | "
@@ -267,6 +274,7 @@ def markdown(table: dict, command: str) -> str:
                 cells = ([cell(stats[key], 1 if key.endswith("per_frame") else 2)
                           for key in STATISTICS] if stats else ["—"] * len(STATISTICS))
                 kept = "†" if stats and stats["kept_from_summary"] else ""
+                kept += "ᶜ" if stats and stats.get("compiled") else ""
                 lines.append(f"| {model} | {steps}{kept} | "
                              + " | ".join(cells)
                              + f" | {rollbacks} | {pending} | {paper_cells} |")
