@@ -1,11 +1,14 @@
 """Data-parallel training with two gloo processes on the CPU: the same update as one process
 whose batch is the union of the ranks' batches; exact resume of a 2-rank run; the CLI launcher
-(``pgtm train --nproc-per-node 2``, i.e. torchrun) killed and resumed."""
+(``pgtm train --nproc-per-node 2``, i.e. torchrun) killed and resumed; a destroyed group leaves
+no thread behind. The ranks join through
+:func:`~pgtm.inference.distributed.init_from_environment`, as ``pgtm train`` does."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,9 +24,10 @@ from test_compiled_objective import BinaryFrames
 from test_compiled_objective import gtm as memory_gtm
 from test_train import TinyGTM, TinyTask, W
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from pgtm.inference.checkpoint import load_checkpoint
-from pgtm.inference.distributed import rank_seed
+from pgtm.inference.distributed import init_from_environment, rank_seed
 from pgtm.inference.train import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
@@ -71,11 +75,23 @@ def _config(out, steps, **kw) -> TrainConfig:
                        out_dir=out, **kw)
 
 
-def _worker(rank: int, store: str, out: str, model: str, schedule: list[int],
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _join(rank: int, port: int) -> None:
+    """Join a 2-rank group as a ``torchrun`` rank does (its environment)."""
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    init_from_environment("cpu")
+
+
+def _worker(rank: int, port: int, out: str, model: str, schedule: list[int],
             options: dict) -> None:
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
-                                         world_size=2)
+    _join(rank, port)
     try:
         module, task = {"regression": (Regression, TinyTask), "gtm": (TinyGTM, TinyTask),
                         "memory-gtm": (memory_gtm, BinaryFrames)}[model]
@@ -88,8 +104,8 @@ def _worker(rank: int, store: str, out: str, model: str, schedule: list[int],
 
 def _two_ranks(tmp_path: Path, name: str, model: str, schedule: list[int], **options) -> dict:
     out = tmp_path / name
-    mp.spawn(_worker, args=(str(tmp_path / f"{name}.store"), str(out), model, schedule,
-                            options), nprocs=2, join=True)
+    mp.spawn(_worker, args=(_free_port(), str(out), model, schedule, options), nprocs=2,
+             join=True)
     return load_checkpoint(out / "checkpoint.pt")
 
 
@@ -170,3 +186,34 @@ def test_the_cli_launcher_killed_and_resumed_matches_an_uninterrupted_run(tmp_pa
     assert torch.equal(whole["losses"], resumed["losses"])
     for name, value in whole["module"].items():
         assert torch.equal(resumed["module"][name], value), name
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _leave(rank: int, port: int, counts) -> None:
+    torch.set_num_threads(1)
+    nn.Linear(8, 8)(torch.randn(4, 8)).sum().backward()  # a step's own threads start first
+    assert "torch._dynamo" not in sys.modules, "imported already: the test would prove nothing"
+    before = _threads()
+    _join(rank, port)
+    joined = _threads()
+    import torchvision  # noqa: F401  (pgtm train imports it after joining; it imports dynamo)
+
+    DistributedDataParallel(nn.Linear(8, 8))(torch.randn(4, 8)).sum().backward()
+    torch.distributed.destroy_process_group()
+    counts[rank] = (before, joined, _threads())
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc/self/task")
+def test_a_destroyed_group_leaves_no_thread_behind():
+    # left to the interpreter's exit, the group's gloo threads were seen to abort a rank
+    # ("terminate called without an active exception"); torch._dynamo, imported after joining,
+    # used to keep the group alive
+    counts = mp.Manager().dict()
+    mp.spawn(_leave, args=(_free_port(), counts), nprocs=2, join=True)
+    for rank in (0, 1):
+        before, joined, left = counts[rank]
+        assert joined > before, "gloo started no thread: the test would prove nothing"
+        assert left == before, f"rank {rank}: {left - before} of the group's threads outlive it"
