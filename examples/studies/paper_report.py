@@ -273,9 +273,9 @@ def markdown(table: dict, command: str) -> str:
             for steps, stats in (row["budgets"] or {"—": None}).items():
                 cells = ([cell(stats[key], 1 if key.endswith("per_frame") else 2)
                           for key in STATISTICS] if stats else ["—"] * len(STATISTICS))
-                kept = "†" if stats and stats["kept_from_summary"] else ""
-                kept += "ᶜ" if stats and stats.get("compiled") else ""
-                lines.append(f"| {model} | {steps}{kept} | "
+                marks = ("†" if stats and stats["kept_from_summary"] else "") + (
+                    "ᶜ" if stats and stats["compiled"] else "")
+                lines.append(f"| {model} | {steps}{marks} | "
                              + " | ".join(cells)
                              + f" | {rollbacks} | {pending} | {paper_cells} |")
         lines.append("")
