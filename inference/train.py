@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import random
 import signal
 import sys
@@ -204,8 +205,9 @@ def train(
     ``checkpoints/``, ``log.csv`` (columns ``step, loss, loss_per_sequence, beta, seconds``
     then evaluation metrics; ``loss`` is the mean since the previous row of the negative ELBO
     summed over the batch, in nats, ``loss_per_sequence`` that divided by the batch size,
-    ``seconds`` the cumulative training wall time), ``rollbacks.json`` after a rollback,
-    and ``tensorboard/`` if TensorBoard is installed.
+    ``seconds`` the cumulative training wall time), ``rollbacks.json`` after a rollback
+    (``{"rollbacks": [...]}``, and ``"stopped"``: the divergence that stopped the run, until
+    it trains again) and ``tensorboard/`` if TensorBoard is installed.
 
     :param gtm: module with ``model`` and ``guide`` Pyro programs; moved to ``config.device``
         and put in train mode. It is registered in the param store as ``"gtm"`` (stale
@@ -261,6 +263,14 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def _forget_stop(record: Path) -> None:
+    """A run that stopped diverged and trains again is no longer stopped."""
+    if record.is_file():
+        kept = json.loads(record.read_text())
+        if kept.pop("stopped", None) is not None:
+            save_json(kept, record)
+
+
 def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
     """:func:`train` once the run folder is locked."""
     t_call = time.perf_counter()
@@ -282,6 +292,8 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
             out_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 ring.clear()
+                (out_dir / ROLLBACKS_NAME).unlink(missing_ok=True)
+            _forget_stop(out_dir / ROLLBACKS_NAME)
         _barrier()
     ckpt = load_checkpoint(ring.path) if ring is not None and ring.path.is_file() else None
 
@@ -360,6 +372,13 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                                  and len(state.rollbacks) < config.max_rollbacks)
                 if not can_roll_back:
                     path = ring.path if checkpoint_step is not None else None
+                    if out_dir is not None and where.main:
+                        # the run folder says why the run stopped, not only the error line
+                        stopped = {"diverged_at": step, "reason": diverged.reason,
+                                   "last_checkpoint": checkpoint_step,
+                                   **({} if terms is None else {"terms": terms})}
+                        save_json({"rollbacks": state.rollbacks, "stopped": stopped},
+                                  out_dir / ROLLBACKS_NAME)
                     raise TrainingDiverged(step, diverged.loss, path, checkpoint_step,
                                            diverged.reason, len(state.rollbacks),
                                            terms) from None

@@ -170,11 +170,20 @@ def test_paper_report_summarises_finished_and_running_runs(tmp_path):
     assert summary["vrnn"]["runs"][0]["rollbacks"] == 1
     assert summary["lru"]["runs"][0] == {"seed": "seed0", "last_eval_step": 500,
                                          "recall_kl_last_eval": 15.0, "rollbacks": 0,
-                                         "finished": False, "results": [],
+                                         "stopped_at": None, "finished": False, "results": [],
                                          "curve": [[500, 15.0]]}
     table = (out / "summary.md").read_text()
     assert "| vrnn | 1000 | 18.50 (n=1) | 17.00 (n=1) | 18.20 (n=1) |" in table
-    assert "seed0 500: 15.00" in table and "20.7 / 7.8 ± 1.0" in table
+    assert "seed0 500: 15.00 |" in table and "20.7 / 7.8 ± 1.0" in table
+    # the LRU's run stopped by a divergence past its last rollback: the table says so
+    lru_run = runs / "perfect-recall-l10" / "lru" / "seed0"
+    (lru_run / "rollbacks.json").write_text(json.dumps({"rollbacks": [{"diverged_at": 420}],
+                                                        "stopped": {"diverged_at": 530}}))
+    completed = subprocess.run([sys.executable, str(EXAMPLES / "studies" / "paper_report.py"),
+                                str(runs), "--out", str(out)], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "seed0 500: 15.00 (stopped: diverged at 530) |" in (out / "summary.md").read_text()
     assert (out / "learning_curves.png").stat().st_size > 0
     # the run folders lost, the runs stay in the next report from its summary.json; a new
     # seed's folder joins them

@@ -84,6 +84,22 @@ def test_rollbacks_are_bounded_and_go_further_back(tmp_path):
     assert err.checkpoint_step == 2 and load_checkpoint(err.checkpoint_path)["step"] == 2
 
 
+def test_the_run_folder_records_the_divergence_that_stopped_it_until_it_trains_again(tmp_path):
+    cfg = _cfg(tmp_path, on_divergence="rollback", max_rollbacks=1)
+    with pytest.warns(UserWarning, match="rolled back"), \
+            pytest.raises(TrainingDiverged) as info:
+        train(TinyGTM(nan_from=5), TinyTask(), cfg)
+    record = json.loads((tmp_path / "rollbacks.json").read_text())
+    assert record["stopped"]["diverged_at"] == info.value.step == 5
+    assert record["stopped"]["last_checkpoint"] == info.value.checkpoint_step
+    assert "non-finite" in record["stopped"]["reason"] and "terms" in record["stopped"]
+    assert len(record["rollbacks"]) == 1
+    train(TinyGTM(), TinyTask(), cfg)  # resumed, it trains to the end
+    assert "stopped" not in json.loads((tmp_path / "rollbacks.json").read_text())
+    train(TinyGTM(), TinyTask(), cfg, resume=False)  # a fresh start has no rollbacks
+    assert not (tmp_path / "rollbacks.json").exists()
+
+
 def test_rollback_before_any_periodic_checkpoint_uses_step_zero(tmp_path):
     cfg = _cfg(tmp_path, on_divergence="rollback", checkpoint_every=None)
     with pytest.warns(UserWarning, match="checkpoint of step 0"):

@@ -140,14 +140,16 @@ def run_summary(run: Path) -> dict | None:
     points = curve(run)
     if not points:
         return None
-    rollbacks = run / "rollbacks.json"
+    divergences = run / "rollbacks.json"
+    divergences = json.loads(divergences.read_text()) if divergences.is_file() else {}
     evaluations = final_evaluations(run)
     return {
         "seed": run.name,
         "last_eval_step": points[-1][0],
         "recall_kl_last_eval": points[-1][1],
-        "rollbacks": (len(json.loads(rollbacks.read_text())["rollbacks"]) if rollbacks.is_file()
-                      else 0),
+        "rollbacks": len(divergences.get("rollbacks", [])),
+        # the step whose divergence stopped the run (it is not training), or None
+        "stopped_at": divergences.get("stopped", {}).get("diverged_at"),
         # finished: no periodic evaluation after the last final one (a run training has one)
         "finished": bool(evaluations) and evaluations[-1]["steps"] >= points[-1][0],
         "results": evaluations,
@@ -245,7 +247,8 @@ def markdown(table: dict, command: str) -> str:
              "it), the last frame's KL "
              "and the pre-recall KL per step (nats), the ELBO and the IWAE per frame (nats), "
              "mean ± sd over the finished seeds (n); steps trained; rollbacks after a loss "
-             "explosion. Runs still training show their last periodic evaluation's recall KL. "
+             "explosion. Runs still training, or stopped by a loss explosion past their last "
+             "rollback (said so), show their last periodic evaluation's recall KL. "
              "*Paper*: its last-frame KL at 10^5 and 10^6 iterations and the iteration where "
              "its curve turns down below the VRNN's, read from its figures (± the reading "
              "uncertainty; at 10^4 iterations its curves cannot be read). One line per budget "
@@ -264,6 +267,8 @@ def markdown(table: dict, command: str) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
         for model, row in rows.items():
             pending = ", ".join(f"{s['seed']} {s['last_eval_step']}: {s['recall_kl_last_eval']:.2f}"
+                                + (f" (stopped: diverged at {s['stopped_at']})"
+                                   if s.get("stopped_at") else "")
                                 for s in row["runs"] if not s["finished"]) or "—"
             rollbacks = sum(s["rollbacks"] for s in row["runs"])
             paper = PAPER.get(experiment, {}).get(model_of(model))
