@@ -314,7 +314,7 @@ def plot(table: dict, path: Path) -> None:
         ax.set_title(experiment)
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, framealpha=0.5)  # the curves show through
     fig.suptitle("Learning curves of the paper's experiments (parameter-matched models, 1.86 M; "
                  "one line per seed; vrnn-x: the VRNN fed the previous frame; dashed: a "
                  "variant, its options in brackets)", fontsize=10)
