@@ -243,6 +243,21 @@ def test_paper_report_keeps_each_budget_of_a_continued_run(tmp_path):
     assert done["budgets"]["2000"]["compiled"] == 1 and done["budgets"]["1000"]["compiled"] == 0
 
 
+def test_paper_report_reads_depth_runs_at_every_ten_thousand_steps(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_paper_run(runs / "perfect-recall-l10" / "lru" / "seed2", 30000, True)  # a depth run
+    _fake_paper_run(runs / "perfect-recall-l10" / "vrnn" / "seed0", 10000, True)
+    out = tmp_path / "report"
+    completed = subprocess.run([sys.executable, str(EXAMPLES / "studies" / "paper_report.py"),
+                                str(runs), "--out", str(out)], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    depth = (out / "summary.md").read_text().split("## Depth runs")[1]
+    # the fake curve is 20 - step / 100 at every 500 steps
+    assert "| perfect-recall-l10 | lru | seed2 | -180.00 | -280.00 | 30,000: 18.50 |" in depth
+    assert "| vrnn |" not in depth
+
+
 def test_paper_report_adds_variants_as_rows_of_their_model(tmp_path):
     runs, variants = tmp_path / "paper", tmp_path / "paper-variants"
     _fake_paper_run(runs / "perfect-recall-l10" / "vrnn" / "seed0", 1000, True)

@@ -284,7 +284,39 @@ def markdown(table: dict, command: str) -> str:
                              + " | ".join(cells)
                              + f" | {rollbacks} | {pending} | {paper_cells} |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + depth_table(table))
+
+
+#: the curve of a run longer than this many steps is read at every multiple of it
+DEPTH_STRIDE = 10**4
+
+
+def depth_table(table: dict) -> list[str]:
+    """Markdown lines: every run trained past ``2 * DEPTH_STRIDE`` steps, its periodic recall
+    KL at each multiple of :data:`DEPTH_STRIDE` and its final evaluations at ``2 *
+    DEPTH_STRIDE`` steps or more (``[]`` when there is no such run)."""
+    runs = [(experiment, model, run) for experiment, rows in table.items()
+            for model, row in rows.items() for run in row["runs"]
+            if run.get("curve") and run["curve"][-1][0] >= 2 * DEPTH_STRIDE]
+    if not runs:
+        return []
+    longest = max(run["curve"][-1][0] for _, _, run in runs)
+    marks = range(2 * DEPTH_STRIDE, longest + 1, DEPTH_STRIDE)
+    lines = ["## Depth runs", "",
+             f"Runs trained past {2 * DEPTH_STRIDE:,} steps: the held-out recall KL per step of "
+             f"the periodic evaluation at every {DEPTH_STRIDE:,} steps (— where the run has "
+             "none), and its final evaluations from that budget on.", "",
+             "| experiment | model | seed | " + " | ".join(f"{m:,}" for m in marks)
+             + " | final evaluations (steps: recall KL) |",
+             "|---|---|---|" + "---:|" * len(marks) + "---|"]
+    for experiment, model, run in runs:
+        at = dict((step, kl) for step, kl in run["curve"])
+        cells = [f"{at[m]:.2f}" if m in at else "—" for m in marks]
+        finals = ", ".join(f"{r['steps']:,}: {r['recall_kl']:.2f}" for r in run["results"]
+                           if r["steps"] >= 2 * DEPTH_STRIDE) or "—"
+        lines.append(f"| {experiment} | {model} | {run['seed']} | " + " | ".join(cells)
+                     + f" | {finals} |")
+    return [*lines, ""]
 
 
 def plot(table: dict, path: Path) -> None:
