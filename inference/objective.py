@@ -93,7 +93,17 @@ class CompiledObjective(nn.Module):
         if not self.compared or pyro.distributions.is_validation_enabled():
             self._check(x, c, mask)
         with without_pyro_checks():  # checks are Python branches on values: no graph
-            return self.compiled_loss(x, c, mask, x.new_tensor(self.scaler.beta))
+            try:
+                return self.compiled_loss(x, c, mask, x.new_tensor(self.scaler.beta))
+            except RuntimeError as err:
+                from torch._dynamo.exc import BackendCompilerFailed  # torch.compile's own
+
+                if not isinstance(err, BackendCompilerFailed):
+                    raise
+                raise RuntimeError(
+                    f"compile: torch.compile could not build this model's step "
+                    f"({type(err).__name__}); rerun to try again (what compiled is cached), or "
+                    "train without --compile") from err
 
     def _check(self, x, c, mask) -> None:
         """Pyro's checks of the programs on this batch (the Pyro objective's forward, its draws

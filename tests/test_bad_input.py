@@ -398,6 +398,17 @@ def test_an_unexpected_failure_is_one_line_with_a_hint(monkeypatch, capsys, tmp_
     assert "KeyError" in line
 
 
+def test_an_unexpected_failure_with_a_long_message_is_cut(monkeypatch, capsys):
+    import pgtm.cli.sample
+
+    def compiler_output(args):  # e.g. inductor's error, which carries the whole g++ output
+        raise RuntimeError("warning: overflow\n" * 5000)
+
+    monkeypatch.setattr(pgtm.cli.sample, "_cmd_sample", compiler_output)
+    line = assert_one_line_error(capsys, ["sample", "x", "--out", "y.png"], "--debug", status=1)
+    assert len(line) < 600 and "(89,999 characters)" in line
+
+
 # ----------------------------------------------------------------------------------------------
 # The API: a ValueError whose single line names the argument
 

@@ -94,3 +94,18 @@ def test_compile_refuses_what_it_cannot_train():
     kanerva = build_gtm("kanerva", frame_shape=FRAME, sequence_length=T, **SMALL)
     with pytest.raises(ValueError, match="compile: the Kanerva.* latent variable"):
         training_objective(kanerva, "trace", 1, compiled=True)
+
+
+def test_a_failed_compilation_names_the_way_out(monkeypatch):
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    objective, _ = training_objective(gtm(), "trace", 1, compiled=True)
+    batch = BinaryFrames().sample(4, "train", torch.Generator().manual_seed(0))
+
+    def fails(*args):  # as inductor does when the C++ compiler fails
+        raise BackendCompilerFailed(fails, RuntimeError("g++ failed"), None)
+
+    monkeypatch.setattr(objective, "compiled_loss", fails)
+    with pytest.raises(RuntimeError, match="train without --compile") as info:
+        objective(batch.x, mask=batch.mask)
+    assert isinstance(info.value.__cause__, BackendCompilerFailed)

@@ -91,8 +91,15 @@ def build_parser() -> Parser:
     return parser
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+#: the most of an unexpected error's message its one line shows (``--debug`` shows it all)
+UNEXPECTED_MESSAGE_CHARS = 400
+
+
+def _one_line(err: BaseException, limit: int | None = None) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if limit is not None and len(text) > limit:  # e.g. a compiler's whole output
+        text = f"{text[:limit]}... ({len(text):,} characters)"
+    return text
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -162,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as err:  # a failure of ours: still one line, the traceback on request
             if debug:
                 traceback.print_exc()
-            print(f"{prog}: error: {type(err).__name__}: {_one_line(err)} (rerun with --debug "
-                  "for the traceback)", file=sys.stderr)
+            print(f"{prog}: error: {type(err).__name__}: "
+                  f"{_one_line(err, UNEXPECTED_MESSAGE_CHARS)} (rerun with --debug for the "
+                  "traceback)", file=sys.stderr)
             return 1
     return 0 if status is None else int(status)
