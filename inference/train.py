@@ -263,12 +263,24 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-def _forget_stop(record: Path) -> None:
-    """A run that stopped diverged and trains again is no longer stopped."""
-    if record.is_file():
-        kept = json.loads(record.read_text())
-        if kept.pop("stopped", None) is not None:
-            save_json(kept, record)
+def _save_divergences(out_dir: Path, rollbacks: list[dict], stopped: dict | None = None) -> None:
+    """``rollbacks.json``: the run's rollbacks, and the divergence that stopped it if any."""
+    save_json({"rollbacks": rollbacks, **({} if stopped is None else {"stopped": stopped})},
+              out_dir / ROLLBACKS_NAME)
+
+
+def _restart_divergences(out_dir: Path, resume: bool) -> None:
+    """A fresh start has no divergences yet; a resumed run trains again, so it is no longer
+    stopped (its rollbacks stay)."""
+    record = out_dir / ROLLBACKS_NAME
+    if not record.is_file():
+        return
+    if not resume:
+        record.unlink()
+        return
+    kept = json.loads(record.read_text())
+    if "stopped" in kept:
+        _save_divergences(out_dir, kept["rollbacks"])
 
 
 def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
@@ -292,8 +304,7 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
             out_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 ring.clear()
-                (out_dir / ROLLBACKS_NAME).unlink(missing_ok=True)
-            _forget_stop(out_dir / ROLLBACKS_NAME)
+            _restart_divergences(out_dir, resume)
         _barrier()
     ckpt = load_checkpoint(ring.path) if ring is not None and ring.path.is_file() else None
 
@@ -377,8 +388,7 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                         stopped = {"diverged_at": step, "reason": diverged.reason,
                                    "last_checkpoint": checkpoint_step,
                                    **({} if terms is None else {"terms": terms})}
-                        save_json({"rollbacks": state.rollbacks, "stopped": stopped},
-                                  out_dir / ROLLBACKS_NAME)
+                        _save_divergences(out_dir, state.rollbacks, stopped)
                     raise TrainingDiverged(step, diverged.loss, path, checkpoint_step,
                                            diverged.reason, len(state.rollbacks),
                                            terms) from None
@@ -398,7 +408,7 @@ def _train(gtm, task, config, evaluate_fn, resume, regulariser) -> TrainResult:
                 t_run = time.perf_counter()
                 pbar.n = state.step
                 if where.main:
-                    save_json({"rollbacks": records}, out_dir / ROLLBACKS_NAME)
+                    _save_divergences(out_dir, records)
                     warnings.warn(
                         f"step {step}: {diverged.reason} ({describe_terms(terms)}); rolled "
                         "back to the checkpoint of step "

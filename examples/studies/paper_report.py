@@ -310,7 +310,7 @@ def depth_table(table: dict) -> list[str]:
              + " | final evaluations (steps: recall KL) |",
              "|---|---|---|" + "---:|" * len(marks) + "---|"]
     for experiment, model, run in runs:
-        at = dict((step, kl) for step, kl in run["curve"])
+        at = dict(run["curve"])  # step -> recall KL
         cells = [f"{at[m]:.2f}" if m in at else "—" for m in marks]
         finals = ", ".join(f"{r['steps']:,}: {r['recall_kl']:.2f}" for r in run["results"]
                            if r["steps"] >= 2 * DEPTH_STRIDE) or "—"
@@ -338,10 +338,10 @@ def plot(table: dict, path: Path) -> None:
             ax.text(0.5, 0.5, "no curve (run folders gone)", ha="center", va="center",
                     transform=ax.transAxes, color="0.4")
         longest = max((line.get_xdata()[-1] for line in ax.lines), default=0)
-        if longest > 3 * 10**4:  # depth runs beside 10^4-step ones: both readable
+        log_steps = longest > 3 * DEPTH_STRIDE  # depth runs beside 10^4-step ones: both readable
+        if log_steps:
             ax.set_xscale("log")
-        ax.set_xlabel("training steps (batch 32)" + (", log scale" if longest > 3 * 10**4
-                                                      else ""))
+        ax.set_xlabel("training steps (batch 32)" + (", log scale" if log_steps else ""))
         ax.set_ylabel("held-out recall-phase KL per step (nats)")
         ax.set_title(experiment)
         ax.grid(alpha=0.3)
