@@ -71,6 +71,9 @@ class CsvLog:
             self._f = open(self.path, "a", newline="")
             self._w = csv.writer(self._f)
         self._w.writerow([_fmt(row[k]) if k in row else "" for k in self.header])
+        # visible at once to whoever follows the run (``tail -f``, the report), not only at the
+        # next checkpoint, which is all that ``sync`` (and exact resume) needs
+        self._f.flush()
         self.rows += 1
 
     def sync(self) -> int:

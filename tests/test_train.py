@@ -212,6 +212,18 @@ def test_train_runs_and_writes_log_and_checkpoint(tmp_path):
     assert [float(r["loss"]) for r in rows] == res.losses
 
 
+def test_each_log_row_is_on_disk_before_the_next_checkpoint(tmp_path):
+    seen = {}
+
+    def evaluate(gtm, step):
+        seen[step] = [int(r["step"]) for r in _csv(tmp_path / "log.csv")]
+        return {}
+
+    train(TinyGTM(), TinyTask(), _cfg(tmp_path, checkpoint_every=100, eval_every=5),
+          evaluate_fn=evaluate)
+    assert seen[5] == [1, 2, 3, 4]  # no checkpoint since the start, yet every row is readable
+
+
 def test_checkpoint_loads_weights_only(tmp_path):
     train(TinyGTM(), TinyTask(), _cfg(tmp_path, steps=3))
     ck = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
