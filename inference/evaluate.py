@@ -24,6 +24,7 @@ from pgtm.inference.importance import (
     importance_traces,
     log_weights,
     log_weights_of_traces,
+    particle_chunk,
     time_index,
 )
 from pgtm.inference.psis import KHAT_GOOD, KHAT_OK, khat_reading, pareto_khat
@@ -115,7 +116,8 @@ def evaluate(
     :param mask: optional bool ``[B, T]``, True where the step exists.
     :param recall: optional bool ``[B, T]``, True on recall-phase steps.
     :param num_particles: ``K >= 1``.
-    :param chunk_size: ``C >= 1`` particles per vectorised pass.
+    :param chunk_size: ``C >= 1`` particles per vectorised pass (fewer where a pass would not fit
+        in memory: :func:`~pgtm.inference.importance.particle_chunk`).
     :param keep_tensors: if True, array-valued entries are returned as (CPU, float64) tensors and
         ``log_w [K, B]`` is added; otherwise every value is a plain ``float``/``int``/``list``
         (JSON-serialisable; ``nan``/``inf`` are written as ``null`` by :func:`save_json`).
@@ -125,6 +127,7 @@ def evaluate(
     K = check_positive_int(num_particles, "num_particles")
     C = check_positive_int(chunk_size, "chunk_size")
     B, T = check_inputs(x, c, mask, recall)
+    C = particle_chunk(C, x)
 
     f64 = torch.float64
     valid = mask.to("cpu") if mask is not None else torch.ones(B, T, dtype=torch.bool)

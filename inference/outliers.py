@@ -21,6 +21,7 @@ from pgtm.inference.importance import (
     check_positive_int,
     importance_traces,
     log_weights_of_traces,
+    particle_chunk,
     time_index,
 )
 
@@ -100,6 +101,7 @@ def elbo_outliers(
     check_positive_int(num_sequences, "num_sequences")
     check_positive_int(num_steps, "num_steps")
     B, T = check_inputs(x, c, mask)
+    C = particle_chunk(C, x)
     f64 = torch.float64
     log_w_sum = torch.zeros(B, dtype=f64)
     worst_log_w = torch.full((B,), float("inf"), dtype=f64)

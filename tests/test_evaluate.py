@@ -523,3 +523,20 @@ def test_bad_inputs_raise_value_error(data):
         evaluate(lgssm_model, guide, x, recall=torch.ones(B + 1, T, dtype=torch.bool))
     with pytest.raises(ValueError, match="c must have shape"):
         evaluate(lgssm_model, guide, x, c=torch.zeros(B, T - 1, 2))
+
+
+def test_particles_are_drawn_in_fewer_per_pass_where_a_pass_would_not_fit(data, monkeypatch):
+    from pgtm.inference import importance
+
+    x, _ = data
+    # a budget of three copies of the frames: three particles per pass instead of eight
+    monkeypatch.setattr(importance, "MAX_CHUNK_NUMBERS", 3 * x.numel())
+    pyro.set_rng_seed(0)
+    capped = evaluate(lgssm_model, make_guide(1.25), x, num_particles=8, chunk_size=8)
+    monkeypatch.undo()
+    pyro.set_rng_seed(0)
+    asked = evaluate(lgssm_model, make_guide(1.25), x, num_particles=8, chunk_size=3)
+    pyro.set_rng_seed(0)
+    whole = evaluate(lgssm_model, make_guide(1.25), x, num_particles=8, chunk_size=8)
+    assert capped["chunk_size"] == 3 and whole["chunk_size"] == 8
+    assert capped["iwae"] == asked["iwae"] != whole["iwae"]
